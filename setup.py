@@ -1,0 +1,26 @@
+"""jaxclr: large-batch multimodal contrastive pretraining in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="jaxclr",
+    version="0.1.0",
+    description="Sharded dual-encoder contrastive pretraining (CLIP, SigLIP, DCL, m2-mix) in JAX/Flax",
+    python_requires=">=3.10",
+    packages=find_packages(include=["jaxclr", "jaxclr.*"]),
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "tensorflow-datasets>=4.9.10,<5",
+        "array-record>=0.5",
+        "grain>=0.2.18,<0.3",
+        "ml-collections>=1.1,<2",
+        "einops>=0.8,<0.9",
+        "tensorboardX>=2.6,<3",
+        "matplotlib>=3.8",
+        "scikit-learn>=1.3",
+        "numpy>=1.26",
+    ],
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+)
