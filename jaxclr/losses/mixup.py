@@ -52,10 +52,13 @@ def slerp(a, b, lam):
     # a ~ b: normalised linear interpolation (error O(theta^3)).
     linear = _normalise(lam * a + (1.0 - lam) * b)
     # a ~ -b: rotate a towards b through the tangent direction at a.
-    tangent_raw = b - jnp.sum(a * b, -1, keepdims=True) * a
-    has_tangent = jnp.sum(jnp.square(tangent_raw), -1, keepdims=True) > 1e-12
+    dot = jnp.sum(a * b, -1, keepdims=True)
+    tangent_raw = b - dot * a
+    tangent_sq = jnp.sum(jnp.square(tangent_raw), -1, keepdims=True)
+    has_tangent = tangent_sq > 1e-12
+    tangent_norm = jnp.where(has_tangent, jnp.sqrt(jnp.where(has_tangent, tangent_sq, 1.0)), 0.0)
     tangent = jnp.where(has_tangent, _normalise(tangent_raw), _orthogonal_to(a))
-    angle = (1.0 - lam) * jnp.where(near_opposite, theta, jnp.pi)
+    angle = (1.0 - lam) * jnp.arctan2(tangent_norm, dot)  # exact angle, no clipping
     rotated = jnp.cos(angle) * a + jnp.sin(angle) * tangent
     return jnp.where(near_same, linear, jnp.where(near_opposite, rotated, mixed))
 

@@ -1,0 +1,107 @@
+"""CLIP (softmax InfoNCE) dual encoder; presets by arg: tiny (CPU default), s16, b16, l14.
+
+    python -m jaxclr.train --config=configs/clip.py:tiny --workdir=runs/tiny
+    python -m jaxclr.train --config=configs/clip.py:b16 --config.train.batch_size=32768 ...
+
+Every other objective config starts from this one and changes `loss` (and the
+logit parameters) only, so an ablation differs from the baseline by exactly the
+keys it sets.
+"""
+import math
+
+import ml_collections
+
+# name: (image: patch, width, depth, heads; text: width, depth, heads; embed_dim)
+PRESETS = {
+    "tiny": dict(patch=8, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
+    "s16": dict(patch=16, width=384, depth=12, heads=6, twidth=384, tdepth=12, theads=6, embed=384),
+    "b16": dict(patch=16, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
+    "l14": dict(patch=14, width=1024, depth=24, heads=16, twidth=768, tdepth=12, theads=12, embed=768),
+}
+
+# Every loss term the trainer knows; a config turns terms on with a weight > 0.
+LOSS_TERMS = ("clip", "sigmoid", "dcl", "m2mix", "vmix", "lmix", "alignment", "uniformity",
+              "cross_uniformity")
+
+
+def get_config(arg="tiny"):
+    if arg not in PRESETS:
+        raise ValueError(f"unknown preset {arg!r}; choose one of {sorted(PRESETS)}")
+    p = PRESETS[arg]
+    tiny = arg == "tiny"
+    c = ml_collections.ConfigDict()
+    c.preset = arg
+    c.seed = 0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1   # -1: every device not used by the other axes
+    c.mesh.fsdp = 1    # params (and the batch) sharded over this axis
+    c.mesh.model = 1   # params sharded over this axis; the batch is replicated on it
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "jaxclr_shapes"
+    c.data.data_dir = ""            # '' -> $JAXCLR_DATA_DIR or ~/.cache/jaxclr/tensorflow_datasets
+    c.data.image_size = 64 if tiny else 224
+    c.data.num_train = 50_000
+    c.data.num_test = 2_000
+    c.data.build_seed = 0
+    c.data.max_len = 64
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.flip = True
+    c.data.worker_count = 0
+    c.data.eval_examples = 2_000
+
+    c.model = ml_collections.ConfigDict()
+    c.model.embed_dim = p["embed"]
+    c.model.dtype = "float32" if tiny else "bfloat16"
+    c.model.image = ml_collections.ConfigDict(dict(
+        patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
+        pool="tok"))
+    c.model.text = ml_collections.ConfigDict(dict(
+        vocab_size=259, max_len=c.data.max_len, width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
+        mlp_ratio=4, causal=True))
+    c.model.init_scale = 1 / 0.07   # log-scale 2.659260
+    c.model.max_scale = 100.0
+    c.model.learn_bias = False
+    c.model.init_bias = -10.0
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.terms = ml_collections.ConfigDict({name: 0.0 for name in LOSS_TERMS})
+    c.loss.terms.clip = 1.0
+    c.loss.impl = "streamed"        # 'streamed' (ring + blocks) or 'gather' (all-gather reference)
+    c.loss.block_size = 1024
+    c.loss.mix_beta = 0.5           # lam ~ Beta(mix_beta, mix_beta) for m2mix / vmix / lmix
+    c.loss.mix_per_pair = False     # one lam per step (False) or one per pair (True)
+    c.loss.mix_scale = 0.0          # m2mix scale s' for the mixed logits; 0 -> the learned scale
+    c.loss.uniformity_t = 2.0
+    c.loss.alignment_alpha = 2.0
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-3 if tiny else 5e-4
+    c.optim.warmup_steps = 100 if tiny else 2_000
+    c.optim.weight_decay = 0.1 if tiny else 0.2
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.98
+    c.optim.eps = 1e-6
+    c.optim.grad_clip = 1.0
+    c.optim.min_lr_ratio = 0.0      # cosine decays to lr * min_lr_ratio
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 256 if tiny else 32_768   # global batch
+    c.train.total_steps = 1_200 if tiny else 50_000
+    c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
+    c.train.log_every = 20 if tiny else 100
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 400 if tiny else 2_000
+    c.checkpoint.keep = 3
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 600 if tiny else 5_000
+    c.eval.batch_size = 256
+    c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
+    c.eval.recall_ks = (1, 5, 10)
+    c.eval.geometry_max_points = 8192
+    assert math.isclose(math.log(c.model.init_scale), 2.659260, abs_tol=1e-6)
+    return c

@@ -1,0 +1,6 @@
+"""The default run: CLIP, tiny preset, on the embedded shapes dataset (what `make train` runs)."""
+from jaxclr.configlib import sibling
+
+
+def get_config(arg="tiny"):
+    return sibling(__file__, "clip").get_config(arg)

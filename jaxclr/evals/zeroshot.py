@@ -1,0 +1,89 @@
+"""Zero-shot classification: class embeddings from prompt templates, top-1 / top-5 accuracy.
+
+Also holds ``embed_in_chunks``, the one place where an embedding function is called over a whole
+array: every call gets exactly ``batch_size`` rows (the last chunk is padded), so a jitted
+embedding function compiles once.
+"""
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from jaxclr.data.tokenizer import encode_batch
+
+EmbedFn = Callable[[np.ndarray], np.ndarray]
+
+
+def embed_in_chunks(embed_fn: EmbedFn, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """Embeds ``inputs`` [N, ...] in chunks of exactly ``batch_size`` rows; returns float32 [N, D].
+
+    The last chunk is padded by repeating its final row (a valid input, unlike zeros for a text
+    tower that may mask every position); the padded rows' outputs are dropped.
+    """
+    inputs = np.asarray(inputs)
+    n = inputs.shape[0]
+    if n == 0:
+        raise ValueError("embed_in_chunks: no rows to embed")
+    if batch_size < 1:
+        raise ValueError(f"embed_in_chunks: batch_size must be >= 1, got {batch_size}")
+    outputs = []
+    for start in range(0, n, batch_size):
+        chunk = inputs[start:start + batch_size]
+        rows = chunk.shape[0]
+        if rows < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - rows, axis=0)])
+        outputs.append(np.asarray(embed_fn(chunk), dtype=np.float32)[:rows])
+    return np.concatenate(outputs)
+
+
+def _normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """L2-normalises ``x`` along ``axis`` (float64 arithmetic; a zero vector stays zero)."""
+    x = np.asarray(x, np.float64)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def class_embeddings(embed_text: EmbedFn, class_names: Sequence[str], templates: Sequence[str],
+                     max_len: int, batch_size: int) -> np.ndarray:
+    """Class embeddings [C, D] float32: per class, the normalised mean over templates of the
+    normalised text embedding of the template filled with the class name (REFERENCE.md)."""
+    if not class_names or not templates:
+        raise ValueError("class_embeddings needs at least one class name and one template")
+    prompts = [template.format(name) for name in class_names for template in templates]
+    tokens = encode_batch(prompts, max_len)
+    text_emb = embed_in_chunks(embed_text, tokens, batch_size)
+    text_emb = _normalise(text_emb).reshape(len(class_names), len(templates), -1)
+    return _normalise(text_emb.mean(axis=1)).astype(np.float32)
+
+
+def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rank (0 = best) of each row's label among its scores [N, C].
+
+    Ties are broken by class index, as a stable descending sort would: a class with the same score
+    and a smaller index counts as ranked ahead. Rank 0 is therefore exactly ``argmax == label``.
+    """
+    rows = np.arange(scores.shape[0])
+    own = scores[rows, labels][:, None]
+    classes = np.arange(scores.shape[1])[None, :]
+    ahead = (scores > own) | ((scores == own) & (classes < labels[:, None]))
+    return ahead.sum(axis=1)
+
+
+def zero_shot_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 and top-k accuracy (k = min(5, C)) of predicting argmax cosine over classes.
+
+    Rows with ``labels == -1`` are ignored; with no labelled rows both accuracies are NaN.
+    """
+    img_emb = np.asarray(img_emb, np.float32)
+    class_emb = np.asarray(class_emb, np.float32)
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.shape != (img_emb.shape[0],):
+        raise ValueError(f"labels shape {labels.shape} does not match {img_emb.shape[0]} images")
+    num_classes = class_emb.shape[0]
+    keep = labels != -1
+    if np.any((labels[keep] < 0) | (labels[keep] >= num_classes)):
+        raise ValueError(f"labels must be -1 or in [0, {num_classes})")
+    if not np.any(keep):
+        return {"top1": float("nan"), "top5": float("nan")}
+    scores = img_emb[keep] @ class_emb.T
+    ranks = label_ranks(scores, labels[keep])
+    return {"top1": float(np.mean(ranks < 1)), "top5": float(np.mean(ranks < min(5, num_classes)))}

@@ -1,0 +1,93 @@
+"""Shared transformer pieces for both towers: attention, pre-LN block, encoder stack.
+
+Parameters are always float32 (``param_dtype``); ``dtype`` is the compute dtype.
+Attention logits and the softmax are computed in float32 whatever ``dtype`` is.
+No dropout and no stored RNG state, so a split model merges back deterministically.
+"""
+from __future__ import annotations
+
+import einops
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+PARAM_DTYPE = jnp.float32
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name) -> jnp.dtype:
+    """Maps a config dtype name ("float32" | "bfloat16") or a dtype to a jnp dtype."""
+    if not isinstance(name, str):
+        return jnp.dtype(name)
+    if name not in _DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return jnp.dtype(_DTYPES[name])
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with a fused qkv projection.
+
+    ``mask`` (optional) is boolean, broadcastable to [B, heads, L, L]; True means
+    "query may attend to key".
+    """
+
+    def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs):
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+        self.out = nnx.Linear(width, width, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        q, k, v = einops.rearrange(self.qkv(x), "b l (n h d) -> n b h l d", n=3, h=self.heads)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        y = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+        return self.out(einops.rearrange(y, "b h l d -> b l (h d)"))
+
+
+class MLP(nnx.Module):
+    """Two-layer GELU MLP: width -> mlp_ratio * width -> width."""
+
+    def __init__(self, width: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
+        hidden = int(mlp_ratio * width)
+        self.fc1 = nnx.Linear(width, hidden, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, width, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.fc2(nnx.gelu(self.fc1(x)))
+
+
+def layer_norm(width: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm with float32 "scale"/"bias" params and the given compute dtype."""
+    return nnx.LayerNorm(width, epsilon=1e-6, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+
+
+class Block(nnx.Module):
+    """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
+        self.ln1 = layer_norm(width, dtype, rngs)
+        self.attn = SelfAttention(width, heads, dtype=dtype, rngs=rngs)
+        self.ln2 = layer_norm(width, dtype, rngs)
+        self.mlp = MLP(width, mlp_ratio, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class Encoder(nnx.Module):
+    """``depth`` pre-LN blocks followed by a final LayerNorm ("norm")."""
+
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
+        self.blocks = nnx.List([Block(width, heads, mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
+        self.norm = layer_norm(width, dtype, rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)

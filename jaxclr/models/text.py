@@ -1,0 +1,71 @@
+"""Text transformer tower: token ids [B, L] -> pooled [B, width] float32.
+
+Token conventions (shared with jaxclr.data's tokenizer): 0 is PAD, 2 is EOS.
+Causal mode pools at the first EOS (CLIP); bidirectional mode masks padding and
+mean-pools over the non-pad tokens.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
+
+PAD_ID = 0
+EOS_ID = 2
+
+
+def eos_positions(tokens: jax.Array) -> jax.Array:
+    """Index of the first EOS per row; rows without EOS use their last non-pad token (0 if all pad)."""
+    is_eos = tokens == EOS_ID
+    first_eos = jnp.argmax(is_eos, axis=1)
+    nonpad = tokens != PAD_ID
+    last_nonpad = tokens.shape[1] - 1 - jnp.argmax(nonpad[:, ::-1], axis=1)
+    last_nonpad = jnp.where(jnp.any(nonpad, axis=1), last_nonpad, 0)
+    return jnp.where(jnp.any(is_eos, axis=1), first_eos, last_nonpad)
+
+
+class TextTransformer(nnx.Module):
+    """Transformer text encoder.
+
+    Args:
+      cfg_text: mapping with vocab_size, max_len, width, depth, heads, mlp_ratio, causal.
+      dtype: compute dtype (name or dtype); parameters are float32.
+      rngs: nnx.Rngs with a 'params' stream.
+
+    Params: 'token' (nnx.Embed, table 'embedding'), 'pos_embedding' [1, max_len, width],
+    'encoder' (blocks + final norm).
+    """
+
+    def __init__(self, cfg_text, dtype="float32", *, rngs: nnx.Rngs):
+        self.dtype = compute_dtype(dtype)
+        self.vocab_size, self.max_len = int(cfg_text["vocab_size"]), int(cfg_text["max_len"])
+        self.width, self.causal = int(cfg_text["width"]), bool(cfg_text["causal"])
+        init = nnx.initializers.normal(stddev=0.02)
+        self.token = nnx.Embed(self.vocab_size, self.width, dtype=self.dtype, param_dtype=PARAM_DTYPE,
+                               embedding_init=init, rngs=rngs)
+        self.pos_embedding = nnx.Param(init(rngs.params(), (1, self.max_len, self.width), PARAM_DTYPE))
+        self.encoder = Encoder(self.width, int(cfg_text["depth"]), int(cfg_text["heads"]),
+                               int(cfg_text["mlp_ratio"]), dtype=self.dtype, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        """tokens int [B, L] with L <= max_len -> features [B, width] float32."""
+        if tokens.ndim != 2:
+            raise ValueError(f"expected tokens [B, L], got shape {tokens.shape}")
+        length = tokens.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"token length {length} exceeds model.text.max_len {self.max_len}")
+        x = self.token(tokens) + self.pos_embedding[:, :length]
+        x = x.astype(self.dtype)
+        if self.causal:
+            mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+            x = self.encoder(x, mask)
+            pos = eos_positions(tokens)
+            pooled = jnp.take_along_axis(x, pos[:, None, None], axis=1)[:, 0]
+            return pooled.astype(jnp.float32)
+        keep = tokens != PAD_ID
+        x = self.encoder(x, keep[:, None, None, :])
+        weights = keep.astype(jnp.float32)[..., None]
+        total = jnp.sum(x.astype(jnp.float32) * weights, axis=1)
+        return total / jnp.maximum(jnp.sum(weights, axis=1), 1.0)

@@ -1,0 +1,67 @@
+"""Vision Transformer image tower: patches -> pre-LN transformer -> pooled [B, width] float32."""
+from __future__ import annotations
+
+import einops
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
+
+POOLS = ("tok", "mean")
+PIXEL_MEAN = 0.5  # per channel, after scaling pixels to [0, 1]
+PIXEL_STD = 0.5
+
+
+def normalize_pixels(images: jax.Array) -> jax.Array:
+    """Maps pixel values on the 0..255 scale (uint8 or float) to float32 (x / 255 - mean) / std."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - PIXEL_MEAN) / PIXEL_STD
+
+
+class ViT(nnx.Module):
+    """Vision Transformer.
+
+    Args:
+      cfg_image: mapping with patch_size, width, depth, heads, mlp_ratio, pool ('tok' | 'mean').
+      image_size: side S of the square input images [B, S, S, 3].
+      dtype: compute dtype (name or dtype); parameters are float32.
+      rngs: nnx.Rngs with a 'params' stream.
+
+    Params: 'patch' (Linear on flattened patches), 'pos_embedding' [1, T, width],
+    'cls_embedding' [1, 1, width] (only for 'tok' pooling), 'encoder' (blocks + final norm).
+    """
+
+    def __init__(self, cfg_image, image_size: int, dtype="float32", *, rngs: nnx.Rngs):
+        patch, width, pool = int(cfg_image["patch_size"]), int(cfg_image["width"]), cfg_image["pool"]
+        if image_size % patch:
+            raise ValueError(f"image_size {image_size} is not divisible by model.image.patch_size {patch}")
+        if pool not in POOLS:
+            raise ValueError(f"model.image.pool must be one of {POOLS}, got {pool!r}")
+        self.dtype = compute_dtype(dtype)
+        self.patch_size, self.image_size, self.width, self.pool = patch, image_size, width, pool
+        self.num_patches = (image_size // patch) ** 2
+        self.patch = nnx.Linear(patch * patch * 3, width, dtype=self.dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+        tokens = self.num_patches + (1 if pool == "tok" else 0)
+        init = nnx.initializers.normal(stddev=0.02)
+        self.pos_embedding = nnx.Param(init(rngs.params(), (1, tokens, width), PARAM_DTYPE))
+        if pool == "tok":
+            self.cls_embedding = nnx.Param(jnp.zeros((1, 1, width), PARAM_DTYPE))
+        self.encoder = Encoder(width, int(cfg_image["depth"]), int(cfg_image["heads"]),
+                               int(cfg_image["mlp_ratio"]), dtype=self.dtype, rngs=rngs)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        """images [B, S, S, 3] (uint8 or float on the 0..255 scale) -> features [B, width] float32."""
+        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(f"expected images [B, {self.image_size}, {self.image_size}, 3], got {images.shape}")
+        x = normalize_pixels(images)
+        p = self.patch_size
+        x = einops.rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
+        x = self.patch(x.astype(self.dtype))
+        if self.pool == "tok":
+            cls = jnp.broadcast_to(self.cls_embedding[...], (x.shape[0], 1, self.width))
+            x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)
+        x = (x + self.pos_embedding[...]).astype(self.dtype)
+        x = self.encoder(x)
+        pooled = x[:, 0] if self.pool == "tok" else jnp.mean(x.astype(jnp.float32), axis=1)
+        return pooled.astype(jnp.float32)

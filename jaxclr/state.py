@@ -1,0 +1,63 @@
+"""The train state: model params, optimiser state, step and RNG, with their shardings.
+
+The model is a flax.nnx `TwoTower`; the state keeps only its params (an
+`nnx.State`) next to the `graphdef`, so the train step is a plain function of
+pytrees that `jax.jit` shards with `NamedSharding`s. Shapes come from
+`jax.eval_shape` before anything is allocated.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxclr import optim, parallel
+from jaxclr.models import TwoTower
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    graphdef: object
+    optimizer: object
+    abstract: dict      # ShapeDtypeStructs with .sharding
+    shardings: dict
+
+
+def _model(config, seed):
+    return TwoTower(config.model, config.data.image_size, rngs=nnx.Rngs(seed))
+
+
+def setup(config, mesh):
+    """(Setup, init_fn): everything about the state except its values."""
+    optimizer = optim.make(config.optim, config.train.total_steps)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: _model(config, 0)), nnx.Param)
+
+    seed = int(config.seed)
+
+    def init():
+        _, params = nnx.split(_model(config, seed), nnx.Param)
+        return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
+                "rng": jax.random.key_data(jax.random.key(seed))}
+
+    shapes = jax.eval_shape(init)
+    shardings = parallel.param_shardings(shapes, mesh)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return Setup(graphdef, optimizer, abstract, shardings), init
+
+
+def create(config, mesh) -> tuple[Setup, dict]:
+    """Builds the model and optimiser and initialises the state directly in its shardings."""
+    setup_, init = setup(config, mesh)
+    state = jax.jit(init, out_shardings=setup_.shardings)()
+    return setup_, state
+
+
+def embed_fns(graphdef, params, mesh):
+    """Host-side embedding functions for the evaluators (numpy in, numpy out)."""
+    out = parallel.replicated(mesh)
+    image = jax.jit(lambda p, x: nnx.merge(graphdef, p).embed_image(x), out_shardings=out)
+    text = jax.jit(lambda p, x: nnx.merge(graphdef, p).embed_text(x), out_shardings=out)
+    return (lambda x: np.asarray(image(params, x))), (lambda x: np.asarray(text(params, x)))

@@ -1,0 +1,124 @@
+"""Trains a dual encoder from a config; re-running on the same workdir resumes.
+
+    python -m jaxclr.train --config=configs/clip.py:tiny --workdir=runs/tiny --config.train.total_steps=500
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxclr import configlib, parallel, state as state_lib, step as step_lib
+from jaxclr.checkpoint import Checkpointer
+from jaxclr.data import datasets, pipeline
+from jaxclr.evals import runner
+from jaxclr.metrics import MetricWriter, Progress, format_table
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
+log = logging.getLogger("jaxclr.train")
+
+
+def chance_levels(class_names) -> dict[str, float]:
+    return {f"zeroshot/{task}_top1": 1.0 / len(names) for task, names in class_names.items()}
+
+
+def train(config, workdir: str) -> dict[str, float]:
+    """Runs (or resumes) training; returns the final eval metrics."""
+    # ------------------------------------------------------------------ mesh
+    parallel.initialize()
+    mesh = parallel.make_mesh(config.mesh)
+    configlib.write(config, workdir)
+    log.info("mesh %s on %d devices (%d processes)", dict(mesh.shape), jax.device_count(), jax.process_count())
+    batch_size = int(config.train.batch_size)
+    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % n_batch_shards:
+        raise ValueError(f"train.batch_size={batch_size} must be divisible by the {n_batch_shards} "
+                         "data-parallel devices (mesh data x fsdp)")
+
+    # ------------------------------------------------------------------ data
+    datasets.ensure_prepared(config.data)
+    train_iter = iter(pipeline.train_loader(config, batch_size))
+    eval_data = pipeline.eval_data(config)
+    class_names = datasets.zero_shot_tasks(config.data)
+
+    # ------------------------------------------------------------ model + shardings
+    with jax.set_mesh(mesh):
+        setup, state = state_lib.create(config, mesh)
+        train_step = step_lib.make_train_step(config, setup, mesh)
+
+    # ------------------------------------------------------------ checkpoint
+    ckpt = Checkpointer(f"{workdir}/checkpoints", config.checkpoint.every, config.checkpoint.keep)
+    start = 0
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(setup.abstract, data_iter=train_iter)
+        start = int(jax.device_get(state["step"]))
+        log.info("resumed from step %d", start)
+
+    # ------------------------------------------------------------------ evals
+    evaluators = runner.build_evaluators(config.eval, eval_data, class_names, config.data.max_len)
+    writer = MetricWriter(workdir)
+
+    def run_evals(step):
+        embed_image, embed_text = state_lib.embed_fns(setup.graphdef, state["params"], mesh)
+        results = runner.run_evals(config.eval, eval_data, class_names, config.data.max_len,
+                                   embed_image, embed_text, evaluators)
+        writer.write_scalars(step, results)
+        return results
+
+    # ------------------------------------------------------------------ loop
+    total = int(config.train.total_steps)
+    log_every = int(config.train.log_every)
+    progress = Progress(total, start_step=start)
+    examples_since_log, results = 0, {}
+    for step in range(start + 1, total + 1):
+        batch = parallel.global_batch(next(train_iter), mesh)
+        with jax.set_mesh(mesh):
+            state, metrics = train_step(state, batch)
+        examples_since_log += batch_size
+        if step % log_every == 0 or step == total:
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            writer.write_scalars(step, metrics)
+            progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
+            examples_since_log = 0
+        ckpt.save(step, state, train_iter, force=step == total)
+        if config.eval.every and step % config.eval.every == 0 and step != total:
+            run_evals(step)
+    bad = pipeline.bad_record_count()
+    if bad:
+        writer.write_scalars(total, {"data/bad_records": bad})
+        log.warning("skipped %d bad records: %s", bad, pipeline.bad_record_stats())
+    results = run_evals(total)
+    ckpt.close()
+    writer.close()
+    return results
+
+
+def print_report(results, class_names, seconds=None):
+    rows = dict(results)
+    for name, chance in chance_levels(class_names).items():
+        rows[f"{name} (chance)"] = chance
+    print(format_table(rows), flush=True)
+    if seconds is not None:
+        print(f"wall time {seconds:.0f} s", flush=True)
+
+
+def main(argv):
+    del argv
+    if not _WORKDIR.value:
+        sys.exit("error: --workdir is required")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    start = time.time()
+    config = _CONFIG.value
+    results = train(config, _WORKDIR.value)
+    if jax.process_index() == 0:
+        print_report(results, datasets.zero_shot_tasks(config.data), time.time() - start)
+
+
+if __name__ == "__main__":
+    configlib.check_overrides(sys.argv)
+    app.run(main)

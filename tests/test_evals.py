@@ -1,0 +1,325 @@
+"""Tests for jaxclr.evals: closed forms on hand-made embeddings and fake (numpy) embedding functions.
+
+The geometry tests (and the runner tests, which import geometry) need ``jaxclr.losses`` for
+alignment / uniformity / cross_uniformity; they are checked here against float64 numpy references.
+"""
+import numpy as np
+import pytest
+
+from jaxclr.data.tokenizer import encode_batch
+from jaxclr.evals import prompts, retrieval, zeroshot
+
+RNG = np.random.default_rng(0)
+
+
+def _unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _random_unit(n, d, seed):
+    return _unit(np.random.default_rng(seed).normal(size=(n, d))).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def _reference_ranks(query, q_group, cand, c_group):
+    """Position of the first positive in a stable descending sort of float64 scores."""
+    scores = np.asarray(query, np.float64) @ np.asarray(cand, np.float64).T
+    ranks = []
+    for i in range(len(query)):
+        order = np.argsort(-scores[i], kind="stable")
+        hits = np.nonzero(c_group[order] == q_group[i])[0]
+        ranks.append(hits[0] if len(hits) else len(cand))
+    return np.array(ranks)
+
+
+def test_perfect_embeddings_give_recall_one():
+    emb = _random_unit(40, 16, seed=1)
+    out = retrieval.recall_at_k(emb, emb, np.arange(40), np.arange(40))
+    assert set(out) == {f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    assert all(value == 1.0 for value in out.values())
+
+
+def test_partner_ranked_third_gives_r1_zero_r5_one():
+    d = 16
+    query = np.zeros((1, d), np.float32)
+    query[0, 0] = 1.0
+    cos = [0.5, 0.9, 0.8] + [0.0] * 9          # partner (text 0) has the 3rd highest cosine
+    cand = np.zeros((len(cos), d), np.float32)
+    for j, c in enumerate(cos):
+        cand[j, 0] = c
+        cand[j, j + 1] = np.sqrt(1.0 - c * c)
+    out = retrieval.recall_at_k(query, cand, np.array([0]), np.arange(len(cos)), ks=(1, 2, 3, 5, 10))
+    assert (out["i2t_R@1"], out["i2t_R@2"], out["i2t_R@3"], out["i2t_R@5"], out["i2t_R@10"]) == (0, 0, 1, 1, 1)
+    assert retrieval.positive_ranks(query, np.array([0]), cand, np.arange(len(cos)))[0] == 2
+
+
+def test_duplicate_caption_group_counts_as_hit():
+    e = np.eye(4, dtype=np.float32)
+    img = e
+    txt = e[[1, 0, 2, 3]]          # image 0's own text points at image 1 and vice versa
+    unique = retrieval.recall_at_k(img, txt, np.arange(4), np.arange(4), ks=(1,))
+    assert unique == {"i2t_R@1": 0.5, "t2i_R@1": 0.5}
+    groups = np.array([7, 7, 2, 3])   # captions 0 and 1 are identical
+    shared = retrieval.recall_at_k(img, txt, groups, groups, ks=(1,))
+    assert shared == {"i2t_R@1": 1.0, "t2i_R@1": 1.0}
+
+
+def test_ties_are_broken_by_candidate_index():
+    n = 20
+    emb = np.tile(_random_unit(1, 8, seed=2), (n, 1))   # every score equal: query i's partner ranks i
+    out = retrieval.recall_at_k(emb, emb, ks=(1, 5, 10))
+    np.testing.assert_allclose([out["i2t_R@1"], out["i2t_R@5"], out["t2i_R@10"]], [1 / n, 5 / n, 10 / n])
+    np.testing.assert_array_equal(retrieval.positive_ranks(emb, np.arange(n), emb, np.arange(n)), np.arange(n))
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1, 7, 64])
+def test_chunked_ranks_match_sorting_reference(chunk_rows):
+    img = _random_unit(53, 8, seed=3)
+    txt = _unit(img + 0.8 * np.random.default_rng(4).normal(size=img.shape)).astype(np.float32)
+    groups = np.random.default_rng(5).integers(0, 40, size=53)
+    got = retrieval.positive_ranks(img, groups, txt, groups, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(got, _reference_ranks(img, groups, txt, groups))
+    out = retrieval.recall_at_k(img, txt, groups, groups, chunk_rows=chunk_rows)
+    ref_t2i = _reference_ranks(txt, groups, img, groups)
+    for k in (1, 5, 10):
+        assert out[f"t2i_R@{k}"] == pytest.approx(np.mean(ref_t2i < k))
+    assert out["i2t_R@1"] <= out["i2t_R@5"] <= out["i2t_R@10"]
+
+
+def test_query_without_partner_is_a_miss():
+    emb = _random_unit(3, 4, seed=6)
+    out = retrieval.recall_at_k(emb, emb, np.array([0, 1, 9]), np.array([0, 1, 2]), ks=(3,))
+    assert out["i2t_R@3"] == pytest.approx(2 / 3)
+
+
+# ----------------------------------------------------------------------------- zero-shot
+
+
+def test_zero_shot_perfect_and_ignores_unlabelled():
+    class_emb = np.eye(6, 8, dtype=np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 5, -1, -1])
+    img = np.concatenate([class_emb, class_emb[[1, 2]]])   # unlabelled rows would be wrong for any label
+    assert zeroshot.zero_shot_accuracy(img, class_emb, labels) == {"top1": 1.0, "top5": 1.0}
+    assert np.isnan(zeroshot.zero_shot_accuracy(img, class_emb, -np.ones(8, int))["top1"])
+
+
+def test_zero_shot_second_ranked_label_and_small_class_count():
+    class_emb = _unit(np.eye(3, 4)).astype(np.float32)
+    img = _unit([[0.9, 0.5, 0.0, 0.0]]).astype(np.float32)       # class 0 first, class 1 second
+    assert zeroshot.zero_shot_accuracy(img, class_emb, np.array([1])) == {"top1": 0.0, "top5": 1.0}
+    # with C = 3 < 5, top5 is top-3: every labelled row is a hit
+    assert zeroshot.zero_shot_accuracy(img, class_emb, np.array([2]))["top5"] == 1.0
+
+
+def test_zero_shot_top5_at_least_top1_and_matches_reference():
+    img = _random_unit(200, 8, seed=7)
+    class_emb = _random_unit(10, 8, seed=8)
+    labels = np.random.default_rng(9).integers(-1, 10, size=200)
+    out = zeroshot.zero_shot_accuracy(img, class_emb, labels)
+    keep = labels >= 0
+    scores = img[keep].astype(np.float64) @ class_emb.T.astype(np.float64)
+    top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    assert out["top1"] == pytest.approx(np.mean(scores.argmax(1) == labels[keep]))
+    assert out["top5"] == pytest.approx(np.mean((top5 == labels[keep][:, None]).any(1)))
+    assert out["top5"] >= out["top1"]
+
+
+def test_zero_shot_ties_follow_argmax():
+    class_emb = np.tile(_random_unit(1, 4, seed=10), (3, 1))     # all classes score the same
+    img = _random_unit(3, 4, seed=11)
+    assert zeroshot.zero_shot_accuracy(img, class_emb, np.array([0, 1, 2]))["top1"] == pytest.approx(1 / 3)
+
+
+class FakeTextTower:
+    """Deterministic numpy 'embed_text' that records the batch sizes it is called with."""
+
+    def __init__(self, max_len, dim=12, seed=12):
+        rng = np.random.default_rng(seed)
+        self.proj = rng.normal(size=(max_len, dim))
+        self.bias = rng.normal(size=dim)
+        self.calls = []
+
+    def __call__(self, tokens):
+        self.calls.append(tokens.shape[0])
+        return _unit(np.asarray(tokens, np.float64) @ self.proj + self.bias).astype(np.float32)
+
+
+def test_class_embeddings_are_normalised_mean_of_template_embeddings():
+    max_len = 40
+    tower = FakeTextTower(max_len)
+    names = ["red", "green", "blue"]
+    templates = prompts.templates_for("color")
+    got = zeroshot.class_embeddings(tower, names, templates, max_len, batch_size=4)
+    assert got.shape == (3, 12) and got.dtype == np.float32
+    assert set(tower.calls) == {4}                                 # every call padded to the full chunk
+    for c, name in enumerate(names):
+        per_template = _unit(tower(encode_batch([t.format(name) for t in templates], max_len)))
+        np.testing.assert_allclose(got[c], _unit(per_template.mean(0)), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+
+
+def test_embed_in_chunks_pads_and_drops_padding():
+    calls = []
+
+    def embed(x):
+        calls.append(x.shape[0])
+        return np.asarray(x, np.float32).reshape(x.shape[0], -1) * 2.0
+
+    x = np.arange(7 * 3).reshape(7, 3)
+    np.testing.assert_array_equal(zeroshot.embed_in_chunks(embed, x, 3), 2.0 * x)
+    assert calls == [3, 3, 3]
+
+
+def test_templates_cover_tasks_and_fill_one_slot():
+    for task in ("color", "shape", "digit", "unknown-task"):
+        templates = prompts.templates_for(task)
+        assert templates and all(t.count("{}") == 1 for t in templates)
+    assert "a handwritten digit seven" in [t.format("seven") for t in prompts.templates_for("digit")]
+    assert prompts.templates_for("unknown-task") == list(prompts.DEFAULT_TEMPLATES)
+
+
+# ----------------------------------------------------------------------------- geometry (needs jaxclr.losses)
+
+
+def _geometry_reference(u, v):
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    n = len(u)
+    off = ~np.eye(n, dtype=bool)
+
+    def log_mean_exp(sq):
+        return np.log(np.mean(np.exp(-2.0 * sq[off])))
+
+    sq_uv = ((u[:, None] - v[None]) ** 2).sum(-1)
+    return {
+        "alignment": np.mean(((u - v) ** 2).sum(1)),
+        "uniformity_img": log_mean_exp(((u[:, None] - u[None]) ** 2).sum(-1)),
+        "uniformity_txt": log_mean_exp(((v[:, None] - v[None]) ** 2).sum(-1)),
+        "cross_uniformity": log_mean_exp(sq_uv),
+        "gap_centroid_distance": np.linalg.norm(u.mean(0) - v.mean(0)),
+        "mean_positive_cosine": np.mean((u * v).sum(1)),
+        "relative_alignment": np.mean(np.diag(sq_uv) - np.where(off, sq_uv, np.inf).min(1)),
+    }
+
+
+def test_geometry_of_identical_embeddings():
+    from jaxclr.evals.geometry import geometry_metrics
+
+    x = _random_unit(32, 8, seed=13)
+    out = geometry_metrics(x, x)
+    assert out["alignment"] == pytest.approx(0.0, abs=1e-6)
+    assert out["gap_centroid_distance"] == pytest.approx(0.0, abs=1e-7)
+    assert out["mean_positive_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert out["cross_uniformity"] == pytest.approx(out["uniformity_img"], abs=1e-5)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 5])
+def test_geometry_matches_numpy_reference(chunk_rows):
+    from jaxclr.evals.geometry import geometry_metrics
+
+    u = _random_unit(37, 6, seed=14)
+    v = _unit(u + 0.5 * np.random.default_rng(15).normal(size=u.shape) + 0.3).astype(np.float32)
+    out = geometry_metrics(u, v, chunk_rows=chunk_rows)
+    ref = _geometry_reference(u, v)
+    assert set(out) == set(ref) and all(isinstance(value, float) for value in out.values())
+    for key, value in ref.items():
+        assert out[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+
+
+def test_geometry_max_points_uses_an_even_subset_for_uniformity_only():
+    from jaxclr.evals.geometry import geometry_metrics
+
+    u = _random_unit(40, 6, seed=16)
+    v = _random_unit(40, 6, seed=17)
+    out = geometry_metrics(u, v, max_points=10)
+    subset = _geometry_reference(u[::4], v[::4])
+    full = _geometry_reference(u, v)
+    for key in ("uniformity_img", "uniformity_txt", "cross_uniformity"):
+        assert out[key] == pytest.approx(subset[key], rel=1e-5, abs=1e-5), key
+    for key in ("alignment", "gap_centroid_distance", "mean_positive_cosine", "relative_alignment"):
+        assert out[key] == pytest.approx(full[key], rel=1e-5, abs=1e-5), key
+
+
+def test_geometry_and_retrieval_under_an_ambient_mesh():
+    """Inside the train loop's ``jax.set_mesh``: N = 37 does not divide the 8 devices, so the
+    uniformity terms use 32 evenly spread pairs; all other metrics are unchanged."""
+    import jax
+
+    from jaxclr.evals.geometry import geometry_metrics
+
+    u = _random_unit(37, 6, seed=18)
+    v = _random_unit(37, 6, seed=19)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    with jax.set_mesh(mesh):
+        out = geometry_metrics(u, v)
+        recall = retrieval.recall_at_k(u, v)
+    subset = _geometry_reference(*(x[np.arange(32) * 37 // 32] for x in (u, v)))
+    full = _geometry_reference(u, v)
+    for key in ("uniformity_img", "uniformity_txt", "cross_uniformity"):
+        assert out[key] == pytest.approx(subset[key], rel=1e-5, abs=1e-5), key
+    assert out["relative_alignment"] == pytest.approx(full["relative_alignment"], rel=1e-5, abs=1e-5)
+    assert recall == retrieval.recall_at_k(u, v)
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def _toy_eval_set(n=10, size=4, max_len=8):
+    """Eval set whose fake towers embed pair i to the same one-hot vector e_i (perfect model)."""
+    image = np.zeros((n, size, size, 3), np.uint8)
+    image[:, 0, 0, 0] = np.arange(n)
+    text = np.zeros((n, max_len), np.int32)
+    text[:, 0] = np.arange(n)
+    data = {
+        "image": image, "text": text, "caption": [f"caption {i}" for i in range(n)],
+        "caption_group": np.arange(n, dtype=np.int32),
+        "labels": {"digit": np.arange(n, dtype=np.int32) % 3, "color": -np.ones(n, np.int32)},
+    }
+    return data, {"digit": ["zero", "one", "two"], "color": ["red"]}
+
+
+class _OneHotTower:
+    def __init__(self, dim, key):
+        self.dim, self.key, self.calls = dim, key, []
+
+    def __call__(self, x):
+        self.calls.append(x.shape[0])
+        return np.eye(self.dim, dtype=np.float32)[self.key(x) % self.dim]
+
+
+def test_run_evals_embeds_once_and_names_metrics():
+    from jaxclr.evals import runner
+
+    data, class_names = _toy_eval_set()
+    cfg = {"batch_size": 4, "evaluators": ("zeroshot", "retrieval", "geometry"), "geometry_max_points": None}
+    embed_image = _OneHotTower(16, lambda x: x[:, 0, 0, 0].astype(int))
+    embed_text = _OneHotTower(16, lambda x: x[:, 0].astype(int))
+    out = runner.run_evals(cfg, data, class_names, 8, embed_image, embed_text)
+    assert embed_image.calls == [4, 4, 4]            # eval images embedded once, in padded chunks
+    assert set(embed_text.calls) == {4}
+    assert {"zeroshot/digit_top1", "zeroshot/digit_top5"} <= set(out)
+    assert not any(name.startswith("zeroshot/color") for name in out)   # all labels -1: skipped
+    assert out["zeroshot/digit_top5"] == 1.0                             # 3 classes
+    for key in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@10"):
+        assert out[f"retrieval/{key}"] == 1.0
+    assert out["geometry/alignment"] == pytest.approx(0.0, abs=1e-6)
+    assert out["geometry/mean_positive_cosine"] == pytest.approx(1.0)
+    assert out["geometry/relative_alignment"] == pytest.approx(-2.0)     # 0 - min distance 2 (orthogonal)
+
+
+def test_evaluators_run_standalone_and_unknown_name_raises():
+    from jaxclr.evals import runner
+
+    data, class_names = _toy_eval_set()
+    cfg = {"batch_size": 4, "evaluators": ("retrieval",), "recall_ks": (1, 2)}
+    (evaluator,) = runner.build_evaluators(cfg, data, class_names, 8)
+    embed_image = _OneHotTower(16, lambda x: x[:, 0, 0, 0].astype(int))
+    embed_text = _OneHotTower(16, lambda x: x[:, 0].astype(int))
+    assert dict(evaluator.run(embed_image, embed_text)) == {
+        "retrieval/i2t_R@1": 1.0, "retrieval/i2t_R@2": 1.0, "retrieval/t2i_R@1": 1.0, "retrieval/t2i_R@2": 1.0}
+    with pytest.raises(ValueError, match="known: .*geometry.*retrieval.*zeroshot"):
+        runner.build_evaluators({"evaluators": ("retreival",)}, data, class_names, 8)
+    with pytest.raises(ValueError, match="no class names"):
+        runner.build_evaluators({"evaluators": ("zeroshot",)}, data, {"color": ["red"]}, 8)
