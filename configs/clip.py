@@ -13,7 +13,7 @@ import ml_collections
 
 # name: (image: patch, width, depth, heads; text: width, depth, heads; embed_dim)
 PRESETS = {
-    "tiny": dict(patch=8, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
+    "tiny": dict(patch=16, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
     "s16": dict(patch=16, width=384, depth=12, heads=6, twidth=384, tdepth=12, theads=6, embed=384),
     "b16": dict(patch=16, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
     "l14": dict(patch=14, width=1024, depth=24, heads=16, twidth=768, tdepth=12, theads=12, embed=768),
@@ -45,7 +45,7 @@ def get_config(arg="tiny"):
     c.data.num_train = 50_000
     c.data.num_test = 2_000
     c.data.build_seed = 0
-    c.data.max_len = 64
+    c.data.max_len = 80             # bytes incl. BOS/EOS; the longest shapes caption is 73
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.flip = True
@@ -60,7 +60,7 @@ def get_config(arg="tiny"):
         pool="tok"))
     c.model.text = ml_collections.ConfigDict(dict(
         vocab_size=259, max_len=c.data.max_len, width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
-        mlp_ratio=4, causal=True))
+        mlp_ratio=4, causal=True, patch_size=4 if tiny else 1))
     c.model.init_scale = 1 / 0.07   # log-scale 2.659260
     c.model.max_scale = 100.0
     c.model.learn_bias = False
@@ -89,16 +89,16 @@ def get_config(arg="tiny"):
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 256 if tiny else 32_768   # global batch
-    c.train.total_steps = 1_200 if tiny else 50_000
+    c.train.total_steps = 1_000 if tiny else 50_000
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
     c.train.log_every = 20 if tiny else 100
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 400 if tiny else 2_000
+    c.checkpoint.every = 250 if tiny else 2_000
     c.checkpoint.keep = 3
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every = 600 if tiny else 5_000
+    c.eval.every = 500 if tiny else 5_000
     c.eval.batch_size = 256
     c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
     c.eval.recall_ks = (1, 5, 10)

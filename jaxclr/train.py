@@ -4,12 +4,12 @@
 """
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
 import jax
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxclr import configlib, parallel, state as state_lib, step as step_lib
@@ -20,7 +20,11 @@ from jaxclr.metrics import MetricWriter, Progress, format_table
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
-log = logging.getLogger("jaxclr.train")
+
+
+def say(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 def chance_levels(class_names) -> dict[str, float]:
@@ -33,7 +37,7 @@ def train(config, workdir: str) -> dict[str, float]:
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
     configlib.write(config, workdir)
-    log.info("mesh %s on %d devices (%d processes)", dict(mesh.shape), jax.device_count(), jax.process_count())
+    say(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices ({jax.process_count()} processes)")
     batch_size = int(config.train.batch_size)
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % n_batch_shards:
@@ -57,7 +61,7 @@ def train(config, workdir: str) -> dict[str, float]:
     if ckpt.latest_step() is not None:
         state = ckpt.restore(setup.abstract, data_iter=train_iter)
         start = int(jax.device_get(state["step"]))
-        log.info("resumed from step %d", start)
+        say(f"resumed from step {start}")
 
     # ------------------------------------------------------------------ evals
     evaluators = runner.build_evaluators(config.eval, eval_data, class_names, config.data.max_len)
@@ -91,7 +95,7 @@ def train(config, workdir: str) -> dict[str, float]:
     bad = pipeline.bad_record_count()
     if bad:
         writer.write_scalars(total, {"data/bad_records": bad})
-        log.warning("skipped %d bad records: %s", bad, pipeline.bad_record_stats())
+        say(f"skipped {bad} bad records: {pipeline.bad_record_stats()}")
     results = run_evals(total)
     ckpt.close()
     writer.close()
@@ -111,7 +115,7 @@ def main(argv):
     del argv
     if not _WORKDIR.value:
         sys.exit("error: --workdir is required")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
     start = time.time()
     config = _CONFIG.value
     results = train(config, _WORKDIR.value)

@@ -2,12 +2,16 @@
 
 Token conventions (shared with jaxclr.data's tokenizer): 0 is PAD, 2 is EOS.
 Causal mode pools at the first EOS (CLIP); bidirectional mode masks padding and
-mean-pools over the non-pad tokens.
+mean-pools over the non-pad tokens. With ``patch_size = p > 1`` every p consecutive
+tokens (bytes) are embedded into one sequence position, like image patches: the
+sequence is p times shorter (attention and MLP cost drop ~p-fold) while the
+model still reads every byte; masks and EOS pooling then work per patch.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 from flax import nnx
 
 from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
@@ -42,10 +46,14 @@ class TextTransformer(nnx.Module):
         self.dtype = compute_dtype(dtype)
         self.vocab_size, self.max_len = int(cfg_text["vocab_size"]), int(cfg_text["max_len"])
         self.width, self.causal = int(cfg_text["width"]), bool(cfg_text["causal"])
+        self.patch = int(cfg_text.get("patch_size", 1))
+        if self.width % self.patch:
+            raise ValueError(f"model.text.width {self.width} must be divisible by patch_size {self.patch}")
         init = nnx.initializers.normal(stddev=0.02)
-        self.token = nnx.Embed(self.vocab_size, self.width, dtype=self.dtype, param_dtype=PARAM_DTYPE,
-                               embedding_init=init, rngs=rngs)
-        self.pos_embedding = nnx.Param(init(rngs.params(), (1, self.max_len, self.width), PARAM_DTYPE))
+        self.token = nnx.Embed(self.vocab_size, self.width // self.patch, dtype=self.dtype,
+                               param_dtype=PARAM_DTYPE, embedding_init=init, rngs=rngs)
+        positions = -(-self.max_len // self.patch)
+        self.pos_embedding = nnx.Param(init(rngs.params(), (1, positions, self.width), PARAM_DTYPE))
         self.encoder = Encoder(self.width, int(cfg_text["depth"]), int(cfg_text["heads"]),
                                int(cfg_text["mlp_ratio"]), dtype=self.dtype, rngs=rngs)
 
@@ -56,8 +64,15 @@ class TextTransformer(nnx.Module):
         length = tokens.shape[1]
         if length > self.max_len:
             raise ValueError(f"token length {length} exceeds model.text.max_len {self.max_len}")
-        x = self.token(tokens) + self.pos_embedding[:, :length]
-        x = x.astype(self.dtype)
+        if length % self.patch:
+            tokens = jnp.pad(tokens, ((0, 0), (0, self.patch - length % self.patch)), constant_values=PAD_ID)
+        x = rearrange(self.token(tokens), "b (n p) d -> b n (p d)", p=self.patch)
+        length = x.shape[1]
+        x = (x + self.pos_embedding[:, :length]).astype(self.dtype)
+        if self.patch > 1:  # a patch is PAD when all its bytes are; it is EOS when it holds the first EOS
+            grouped = rearrange(tokens, "b (n p) -> b n p", p=self.patch)
+            eos_patch = jnp.arange(length)[None] == eos_positions(tokens)[:, None] // self.patch
+            tokens = jnp.where(eos_patch, EOS_ID, jnp.where(jnp.all(grouped == PAD_ID, -1), PAD_ID, 3))
         if self.causal:
             mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
             x = self.encoder(x, mask)

@@ -1,0 +1,24 @@
+"""jaxclr.data: embedded TFDS datasets, byte-level tokenizer, augmentation, grain pipeline.
+
+    datasets.py   name -> TFDS builder (embedded ones built on first use), zero-shot tasks
+    shapes.py     jaxclr_shapes: rendered coloured shapes with captions (the default)
+    digits.py     jaxclr_digits: scikit-learn's handwritten digits with captions
+    tokenizer.py  byte-level tokenizer (PAD 0, BOS 1, EOS 2, byte b -> b + 3)
+    augment.py    horizontal flip that swaps 'left'/'right' in the caption
+    pipeline.py   train_loader (grain, sharded per process, checkpointable), eval_data
+"""
+from jaxclr.data import tokenizer
+from jaxclr.data.datasets import (
+    EMBEDDED,
+    data_source,
+    ensure_prepared,
+    get_builder,
+    resolve_data_dir,
+    zero_shot_tasks,
+)
+from jaxclr.data.pipeline import bad_record_count, bad_record_stats, eval_data, train_loader
+
+__all__ = [
+    'EMBEDDED', 'bad_record_count', 'bad_record_stats', 'data_source', 'ensure_prepared', 'eval_data',
+    'get_builder', 'resolve_data_dir', 'tokenizer', 'train_loader', 'zero_shot_tasks',
+]

@@ -1,0 +1,146 @@
+"""Dataset names -> TFDS builders, built on first use, read as random-access sources.
+
+Embedded datasets (EMBEDDED: 'jaxclr_shapes', 'jaxclr_digits') are generated locally and
+written as array_record the first time they are needed. Any other name is a TFDS dataset
+(optionally 'name/config:version') that must already be prepared as array_record in the
+data dir; it is never downloaded, and a missing one is a clear error saying where it was
+looked for and how to prepare it.
+
+`data_cfg` is the `config.data` ConfigDict (fields: name, data_dir, image_size,
+num_train, num_test, build_seed; see configs/).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import file_adapters
+
+from jaxclr.data import digits, shapes
+
+DEFAULT_DATA_DIR = '~/.cache/jaxclr/tensorflow_datasets'
+DATA_DIR_ENV = 'JAXCLR_DATA_DIR'
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedDataset:
+    """A dataset jaxclr can generate itself: its builder, config and zero-shot tasks."""
+    builder_cls: type
+    make_config: Callable       # data_cfg -> tfds.core.BuilderConfig
+    tasks: dict                 # task name -> class names
+    task_labels: Callable       # decoded example -> {task name: class index or -1}
+    flip_safe: bool             # does a horizontal flip (with left/right swapped) keep captions true?
+
+
+def _shapes_config(data_cfg):
+    return shapes.shapes_config(data_cfg.image_size, data_cfg.num_train, data_cfg.num_test,
+                                data_cfg.build_seed)
+
+
+def _digits_config(data_cfg):
+    return digits.digits_config(data_cfg.image_size)
+
+
+EMBEDDED = {
+    'jaxclr_shapes': EmbeddedDataset(shapes.JaxclrShapes, _shapes_config, shapes.TASKS,
+                                     shapes.task_labels, flip_safe=True),
+    'jaxclr_digits': EmbeddedDataset(digits.JaxclrDigits, _digits_config, digits.TASKS,
+                                     digits.task_labels, flip_safe=False),   # a mirrored 7 is no 7
+}
+
+
+def resolve_data_dir(data_cfg) -> str:
+    """Absolute data dir: data.data_dir, else $JAXCLR_DATA_DIR, else DEFAULT_DATA_DIR."""
+    path = data_cfg.data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for data.name in the data dir (nothing is built or downloaded)."""
+    name, data_dir = data_cfg.name, resolve_data_dir(data_cfg)
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
+        return spec.builder_cls(config=spec.make_config(data_cfg), data_dir=data_dir,
+                                file_format='array_record')
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(
+            f'Unknown dataset {name!r}: it is not an embedded dataset ({", ".join(EMBEDDED)}) '
+            f'and no TFDS dataset of that name is registered or prepared in {data_dir}.') from None
+
+
+def ensure_prepared(data_cfg) -> tfds.core.DatasetBuilder:
+    """The builder of data.name, generated first if it is an embedded dataset not yet built.
+
+    A non-embedded dataset that is not prepared (as array_record) raises FileNotFoundError
+    naming the data dir and how to prepare it; nothing is ever downloaded.
+    """
+    builder = get_builder(data_cfg)
+    data_dir = resolve_data_dir(data_cfg)
+    if data_cfg.name in EMBEDDED:
+        if not builder.is_prepared():
+            log.info('Building %s/%s into %s (first use).', data_cfg.name,
+                         builder.builder_config.name, data_dir)
+            builder.download_and_prepare(file_format='array_record',
+                                         download_config=tfds.download.DownloadConfig())
+        return builder
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f'TFDS dataset {data_cfg.name!r} is not prepared in {data_dir} (looked for '
+            f'{builder.data_path}); jaxclr never downloads it. Prepare it there as array_record, '
+            f'e.g. `tfds build {data_cfg.name} --data_dir={data_dir} --file_format=array_record`, '
+            f'or set data.data_dir / ${DATA_DIR_ENV} to where it is prepared. '
+            f'Embedded datasets that need no preparation: {", ".join(EMBEDDED)}.')
+    formats = builder.info.available_file_formats()
+    if not formats & file_adapters.FileFormat.with_random_access():
+        raise ValueError(
+            f'TFDS dataset {data_cfg.name!r} in {data_dir} is stored as '
+            f'{sorted(f.value for f in formats)}; jaxclr reads random-access formats only. '
+            f'Re-prepare it with `--file_format=array_record` (or `tfds convert_format`).')
+    return builder
+
+
+def data_source(data_cfg, split: str):
+    """Random-access source (len, [i] -> decoded numpy example dict) of one split."""
+    builder = ensure_prepared(data_cfg)
+    if split not in builder.info.splits:
+        raise ValueError(f'Split {split!r} not in {data_cfg.name} (splits: {list(builder.info.splits)}).')
+    return builder.as_data_source(split=split)
+
+
+def zero_shot_tasks(data_cfg) -> dict:
+    """Task name -> class names: colour/shape for shapes, digit for digits, a ClassLabel
+    'label' feature for other TFDS datasets (empty dict if there is none)."""
+    if data_cfg.name in EMBEDDED:
+        return {task: list(names) for task, names in EMBEDDED[data_cfg.name].tasks.items()}
+    features = ensure_prepared(data_cfg).info.features
+    if 'label' in features and isinstance(features['label'], tfds.features.ClassLabel):
+        return {'label': list(features['label'].names)}
+    return {}
+
+
+def flip_safe(data_cfg) -> bool:
+    """False for datasets whose captions a mirror image would falsify (digits); True otherwise."""
+    return EMBEDDED[data_cfg.name].flip_safe if data_cfg.name in EMBEDDED else True
+
+
+def _label_feature(example) -> dict:
+    return {'label': int(example['label'])}
+
+
+def _no_labels(example) -> dict:
+    del example
+    return {}
+
+
+def task_labels_fn(data_cfg) -> Callable:
+    """Decoded example -> {task name: class index, or -1 when the task does not apply}."""
+    if data_cfg.name in EMBEDDED:
+        return EMBEDDED[data_cfg.name].task_labels
+    return _label_feature if zero_shot_tasks(data_cfg) else _no_labels

@@ -1,0 +1,357 @@
+"""Tests of jaxclr.data: builders, tokenizer, flip augmentation, grain pipeline, eval arrays."""
+import os
+import pickle
+import re
+
+import grain.python as grain
+import ml_collections
+import numpy as np
+import pytest
+from etils import epath
+
+from jaxclr.data import augment, datasets, digits, pipeline, shapes, tokenizer
+
+
+def make_config(data_dir, **overrides):
+    data = {'name': 'jaxclr_shapes', 'data_dir': str(data_dir), 'image_size': 32, 'num_train': 64,
+            'num_test': 32, 'build_seed': 0, 'max_len': 80, 'train_split': 'train', 'eval_split': 'test',
+            'flip': True, 'worker_count': 0, 'eval_examples': 2000}
+    data.update(overrides)
+    return ml_collections.ConfigDict({'seed': 0, 'data': data})
+
+
+def all_examples(cfg, split):
+    src = datasets.data_source(cfg.data, split)
+    return [src[i] for i in range(len(src))]
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+def test_tokenizer_round_trip_and_eos():
+    for text in ['a red circle', '', 'ünïcødé ☃ text']:
+        ids = tokenizer.encode(text, 64)
+        assert ids.dtype == np.int32 and ids.shape == (64,)
+        n = len(text.encode('utf-8'))
+        assert ids[0] == tokenizer.BOS and ids[n + 1] == tokenizer.EOS
+        assert np.all(ids[n + 2:] == tokenizer.PAD) and np.sum(ids == tokenizer.EOS) == 1
+        np.testing.assert_array_equal(ids[1:n + 1], np.frombuffer(text.encode(), np.uint8) + 3)
+        assert tokenizer.decode(ids) == text
+    long = 'x' * 100
+    ids = tokenizer.encode(long, 16)
+    assert ids[-1] == tokenizer.EOS and np.sum(ids == tokenizer.EOS) == 1 and tokenizer.decode(ids) == 'x' * 14
+    batch = tokenizer.encode_batch(['ab', long], 8)
+    assert batch.shape == (2, 8) and batch.dtype == np.int32
+    np.testing.assert_array_equal(batch[0], [1, 97 + 3, 98 + 3, 2, 0, 0, 0, 0])
+    assert tokenizer.VOCAB_SIZE == 259 and int(tokenizer.encode('\xff', 4).max()) < 259
+    with pytest.raises(ValueError):
+        tokenizer.encode('a', 1)
+
+
+# --------------------------------------------------------------------------- flip
+
+def test_flip_caption_swaps_whole_words_keeping_case():
+    assert augment.flip_caption('a red circle to the left of a blue ring') == \
+        'a red circle to the right of a blue ring'
+    assert augment.flip_caption('Left, RIGHT and right-hand') == 'Right, LEFT and left-hand'
+    assert augment.flip_caption('a bright leftover copyright on the right') == \
+        'a bright leftover copyright on the left'
+    assert augment.flip_caption(augment.flip_caption('upper left; lower right')) == 'upper left; lower right'
+
+
+def test_random_flip_mirrors_image_and_caption_together():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    rng = np.random.default_rng(0)
+    flips = 0
+    for _ in range(200):
+        out, caption = augment.random_flip(image, 'on the left', rng)
+        if caption == 'on the right':
+            flips += 1
+            np.testing.assert_array_equal(out, image[:, ::-1])
+        else:
+            assert caption == 'on the left' and np.array_equal(out, image)
+    assert 70 < flips < 130   # probability 1/2 (binomial(200, .5) is within this range w.p. > 0.9999)
+
+
+# --------------------------------------------------------------------------- shapes builder
+
+def _colour_mask(image, colour):
+    """Pixels within the per-object jitter (+-12) of a palette colour."""
+    rgb = shapes._RGB[shapes.COLORS.index(colour)]
+    return np.all(np.abs(image.astype(np.int32) - rgb) <= 12, axis=-1)
+
+
+def _centroid(mask):
+    ys, xs = np.nonzero(mask)
+    return ys.mean(), xs.mean()
+
+
+_DESC = re.compile(r'a (small|medium|large) (\w+) (\w+)')
+
+
+def check_caption(image, caption):
+    """Asserts that the caption is true of the image: colours, positions and relations."""
+    objs = [m.groups() for m in _DESC.finditer(caption)]
+    assert 1 <= len(objs) <= 2, caption
+    present = {c for c in shapes.COLORS if _colour_mask(image, c).sum() > 0}
+    assert present == {o[1] for o in objs}, (caption, present)
+    assert all(o[2] in shapes.SHAPES for o in objs)
+    size = image.shape[0]
+    if len(objs) == 1:
+        cy, cx = _centroid(_colour_mask(image, objs[0][1]))
+        row, col = int(cy * 3 // size), int(cx * 3 // size)
+        assert any(p in caption for p in shapes._POSITIONS[row][col]), (caption, row, col)
+        return
+    if objs[0][1] == objs[1][1]:
+        return   # same colour: the objects cannot be told apart by colour
+    (y0, x0), (y1, x1) = (_centroid(_colour_mask(image, o[1])) for o in objs)   # in caption order
+    # Where the first-mentioned object is, by relation phrase: at the caption start, or inside it.
+    at_start = {'to the right of': 'left', 'to the left of': 'right', 'underneath': 'above', 'above': 'below'}
+    inside = {'to its right': 'left', 'to its left': 'right', 'to the left of': 'left',
+              'to the right of': 'right', 'above': 'above', 'below': 'below', 'beneath': 'below'}
+    start = [p for p in at_start if caption.startswith(p)]
+    where = at_start[start[0]] if start else inside[next(p for p in inside if p in caption)]
+    expect = {'left': x0 < x1, 'right': x0 > x1, 'above': y0 < y1, 'below': y0 > y1}
+    assert expect[where], (caption, (y0, x0), (y1, x1))
+
+
+def test_shapes_builder_deterministic_and_seed_dependent(data_dir):
+    a = all_examples(make_config(os.path.join(data_dir, 'det_a')), 'train')
+    b = all_examples(make_config(os.path.join(data_dir, 'det_b')), 'train')
+    c = all_examples(make_config(os.path.join(data_dir, 'det_a'), build_seed=1), 'train')
+    assert len(a) == len(b) == len(c) == 64
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    assert sum(x['caption'] != z['caption'] for x, z in zip(a, c)) > 32
+    # Examples depend on (seed, split, index) only: regenerate one directly.
+    ref = shapes.make_example(np.random.default_rng([0, 0, 5]), 32)
+    match = [x for x in a if x['caption'].decode() == ref['caption']]
+    assert any(np.array_equal(x['image'], ref['image']) for x in match)
+
+
+def test_shapes_examples_and_captions_are_true(data_dir):
+    cfg = make_config(data_dir)
+    examples = all_examples(cfg, 'train') + all_examples(cfg, 'test')
+    assert len(examples) == 96
+    counts = np.bincount([int(x['num_objects']) for x in examples], minlength=3)
+    assert counts[0] == 0 and counts[1] > 20 and counts[2] > 20
+    for x in examples:
+        image, caption, n = x['image'], x['caption'].decode(), int(x['num_objects'])
+        assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
+        assert np.all(x['colors'][n:] == -1) and np.all(x['shapes'][n:] == -1)
+        for k in range(n):
+            assert shapes.COLORS[x['colors'][k]] in caption and shapes.SHAPES[x['shapes'][k]] in caption
+            assert shapes.SIZES[x['sizes'][k]] in caption
+        check_caption(image, caption)
+        # The flip augmentation keeps the caption true.
+        check_caption(image[:, ::-1], augment.flip_caption(caption))
+
+
+def test_longest_caption_is_max_caption_bytes():
+    desc = 'a medium purple triangle'   # a longest description
+    lengths = [len(t.format(a=desc, pos=p)) for t in shapes._SINGLE for row in shapes._POSITIONS
+               for cell in row for p in cell]
+    lengths += [len(t.format(a=desc, b=desc)) for t in shapes._LEFT_RIGHT + shapes._ABOVE_BELOW]
+    assert max(lengths) == shapes.MAX_CAPTION_BYTES
+    assert max(len(f'a {s} {c} {h}') for s in shapes.SIZES for c in shapes.COLORS for h in shapes.SHAPES) == 24
+
+
+def test_shape_masks_are_mirror_symmetric():
+    for s in range(len(shapes.SHAPES)):
+        mask = shapes.shape_mask(s, 20.0, 32.0, 10.0, 64)   # centred on the vertical axis x = 32
+        assert 40 < mask.sum() < 500 and np.array_equal(mask, mask[:, ::-1]), shapes.SHAPES[s]
+
+
+# --------------------------------------------------------------------------- digits builder
+
+def test_digits_builder(data_dir):
+    cfg = make_config(data_dir, name='jaxclr_digits')
+    train, test = all_examples(cfg, 'train'), all_examples(cfg, 'test')
+    assert (len(train), len(test)) == (1438, 359)
+    assert datasets.zero_shot_tasks(cfg.data) == {'digit': digits.DIGIT_NAMES}
+    for x in test[:50]:
+        label, caption = int(x['label']), x['caption'].decode()
+        assert re.search(rf'\b({digits.DIGIT_NAMES[label]}|{label})\b', caption), caption
+        assert x['image'].shape == (32, 32, 3) and np.array_equal(x['image'][..., 0], x['image'][..., 2])
+    # data.flip is ignored for digits (a mirrored digit is not that digit).
+    batch = next(iter(pipeline.train_loader(cfg, 64, 0, 1)))
+    originals = {x['image'].tobytes() for x in train}
+    assert all(img.tobytes() in originals for img in batch['image'])
+    m = digits.bilinear_matrix(8, 32)
+    np.testing.assert_allclose(m.sum(1), 1.0)
+    np.testing.assert_array_equal(digits.upsample(np.full((8, 8), 16), 32), 255)
+
+
+# --------------------------------------------------------------------------- datasets
+
+def test_missing_or_unknown_dataset_errors(tmp_path):
+    cfg = make_config(tmp_path, name='mnist')
+    with pytest.raises(FileNotFoundError, match='not prepared') as err:
+        datasets.data_source(cfg.data, 'test')
+    assert str(tmp_path) in str(err.value) and 'array_record' in str(err.value)
+    assert not any(tmp_path.iterdir()), 'nothing may be downloaded or written'
+    cfg = make_config(tmp_path, name='no_such_dataset_xyz')
+    with pytest.raises(ValueError, match='jaxclr_shapes'):
+        datasets.ensure_prepared(cfg.data)
+
+
+def test_default_builders_pickle(tmp_path):
+    # grain worker processes unpickle the data source, hence the builder and its config.
+    for name in datasets.EMBEDDED:
+        data_cfg = make_config(tmp_path, name=name, image_size=64, num_train=50000, num_test=2000).data
+        builder = datasets.get_builder(data_cfg)
+        assert builder.builder_config is type(builder).BUILDER_CONFIGS[0]
+        clone = pickle.loads(pickle.dumps(builder))
+        assert clone.builder_config is builder.builder_config and not clone.is_prepared()
+
+
+def test_data_dir_resolution(monkeypatch, tmp_path):
+    cfg = make_config('')
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, 'rel/dir')
+    assert datasets.resolve_data_dir(cfg.data) == os.path.abspath('rel/dir')
+    monkeypatch.delenv(datasets.DATA_DIR_ENV)
+    assert datasets.resolve_data_dir(cfg.data) == os.path.expanduser(datasets.DEFAULT_DATA_DIR)
+
+
+# --------------------------------------------------------------------------- train loader
+
+def test_train_loader_batches(data_dir):
+    cfg = make_config(data_dir, flip=False)
+    batch = next(iter(pipeline.train_loader(cfg, 16, 0, 1)))
+    assert set(batch) == {'image', 'text'}
+    assert batch['image'].shape == (16, 32, 32, 3) and batch['image'].dtype == np.uint8
+    assert batch['text'].shape == (16, 80) and batch['text'].dtype == np.int32
+    assert np.all(np.sum(batch['text'] == tokenizer.EOS, axis=1) == 1)
+    by_caption = {x['caption'].decode(): x['image'] for x in all_examples(cfg, 'train')}
+    for image, text in zip(batch['image'], batch['text']):
+        np.testing.assert_array_equal(image, by_caption[tokenizer.decode(text)])
+    with pytest.raises(ValueError, match='divisible'):
+        pipeline.train_loader(cfg, 15, 0, 2)
+
+
+def test_train_loader_shards_are_disjoint(data_dir):
+    cfg = make_config(data_dir, flip=False)
+    seen = []
+    for p in range(2):
+        it = iter(pipeline.train_loader(cfg, 16, p, 2))
+        batches = [next(it) for _ in range(4)]   # 4 x 8 = one epoch of this process's 32 records
+        seen.append({img.tobytes() for b in batches for img in b['image']})
+    assert len(seen[0]) == len(seen[1]) == 32 and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == {x['image'].tobytes() for x in all_examples(cfg, 'train')}
+
+
+def test_train_loader_flip_keeps_captions_true(data_dir):
+    cfg = make_config(data_dir, flip=True)
+    it = iter(pipeline.train_loader(cfg, 32, 0, 1))
+    captions = {x['caption'].decode() for x in all_examples(cfg, 'train')}
+    flipped = 0
+    for _ in range(2):
+        batch = next(it)
+        for image, text in zip(batch['image'], batch['text']):
+            caption = tokenizer.decode(text)
+            flipped += caption not in captions
+            check_caption(image, caption)
+    assert flipped > 0
+
+
+def test_iterator_state_restore_reproduces_batches(data_dir, tmp_path):
+    cfg = make_config(data_dir)
+    it = iter(pipeline.train_loader(cfg, 16, 0, 1))
+    for _ in range(5):   # past the 4-batch epoch boundary
+        next(it)
+    state = it.get_state()
+    handler = grain.PyGrainCheckpointHandler()
+    handler.save(epath.Path(tmp_path), item=it)
+    expected = [next(it) for _ in range(3)]
+    fresh = iter(pipeline.train_loader(cfg, 16, 0, 1))
+    fresh.set_state(state)
+    restored = handler.restore(epath.Path(tmp_path), item=iter(pipeline.train_loader(cfg, 16, 0, 1)))
+    for other in (fresh, restored):
+        for want in expected:
+            got = next(other)
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k])
+    other_seed = make_config(data_dir)
+    other_seed.seed = 1
+    assert not np.array_equal(next(iter(pipeline.train_loader(other_seed, 16, 0, 1)))['text'],
+                              next(iter(pipeline.train_loader(cfg, 16, 0, 1)))['text'])
+
+
+def test_worker_process_gives_same_batches(data_dir):
+    cfg = make_config(data_dir)
+    inline = iter(pipeline.train_loader(cfg, 16, 0, 1))
+    cfg.data.worker_count = 1
+    worker = iter(pipeline.train_loader(cfg, 16, 0, 1))
+    for _ in range(2):
+        a, b = next(inline), next(worker)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):
+    good = all_examples(make_config(data_dir), 'train')[:12]
+
+    class Broken:   # 12 good records and 4 bad ones
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            if i < 12:
+                return good[i]
+            if i == 12:
+                raise OSError('undecodable image bytes')
+            if i == 13:
+                return dict(good[0], caption=b'  ')
+            if i == 14:
+                return dict(good[0], image=np.zeros((32, 32, 3), np.float32))
+            return dict(good[0], caption=b'\xff\xfe')   # not utf-8
+
+    monkeypatch.setattr(datasets, 'data_source', lambda data_cfg, split: Broken())
+    pipeline.reset_bad_record_stats()
+    ev = pipeline.eval_data(make_config(data_dir))
+    assert len(ev['caption']) == 12 and pipeline.bad_record_count() == 4
+    stats = pipeline.bad_record_stats()
+    assert stats['empty caption'] == 1 and stats['bad image'] == 1
+    assert stats['undecodable (OSError)'] == 1 and stats['undecodable (UnicodeDecodeError)'] == 1
+    # The train loader skips them too (its reader threads run ahead, so counts only grow).
+    it = iter(pipeline.train_loader(make_config(data_dir, flip=False), 12, 0, 1))
+    batches = [next(it) for _ in range(3)]
+    assert all(b['image'].shape[0] == 12 for b in batches)
+    assert pipeline.bad_record_count() >= 4 + 4
+
+
+# --------------------------------------------------------------------------- eval data
+
+def test_eval_data_fields_and_labels(data_dir):
+    cfg = make_config(data_dir, eval_examples=20)
+    ev = pipeline.eval_data(cfg)
+    assert ev['image'].shape == (20, 32, 32, 3) and ev['image'].dtype == np.uint8
+    assert ev['text'].shape == (20, 80) and ev['text'].dtype == np.int32
+    assert [tokenizer.decode(t) for t in ev['text']] == ev['caption']   # max_len 80: nothing truncated
+    group = ev['caption_group']
+    assert group.dtype == np.int32
+    for i in range(20):
+        for j in range(20):
+            assert (group[i] == group[j]) == (ev['caption'][i] == ev['caption'][j])
+    assert set(ev['labels']) == {'color', 'shape'} == set(datasets.zero_shot_tasks(cfg.data))
+    src = datasets.data_source(cfg.data, 'test')
+    for i in range(20):
+        x = src[i]
+        single = int(x['num_objects']) == 1
+        assert ev['caption'][i] == x['caption'].decode()
+        assert ev['labels']['color'][i] == (x['colors'][0] if single else -1)
+        assert ev['labels']['shape'][i] == (x['shapes'][0] if single else -1)
+        if single:
+            assert shapes.COLORS[ev['labels']['color'][i]] in ev['caption'][i]
+    assert np.sum(ev['labels']['color'] >= 0) > 3
+    assert len(pipeline.eval_data(make_config(data_dir))['caption']) == 32   # capped by the split
+
+
+def test_long_captions_are_truncated_and_counted(data_dir):
+    pipeline.reset_bad_record_stats()
+    ev = pipeline.eval_data(make_config(data_dir, max_len=24))
+    long = [c for c in ev['caption'] if len(c) > 22]
+    assert long and pipeline.bad_record_stats()['truncated_captions'] == len(long)
+    assert all(tokenizer.decode(t) == c[:22] for t, c in zip(ev['text'], ev['caption']))
+    assert np.all(ev['text'][:, -1][[len(c) > 22 for c in ev['caption']]] == tokenizer.EOS)
