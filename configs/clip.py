@@ -92,6 +92,7 @@ def get_config(arg="tiny"):
     c.train.total_steps = 1_000 if tiny else 50_000
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
     c.train.log_every = 20 if tiny else 100
+    c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250 if tiny else 2_000

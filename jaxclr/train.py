@@ -12,7 +12,9 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, state as state_lib, step as step_lib
+from jaxclr import configlib, parallel
+from jaxclr import state as state_lib
+from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
@@ -90,6 +92,11 @@ def train(config, workdir: str) -> dict[str, float]:
             progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
             examples_since_log = 0
         ckpt.save(step, state, train_iter, force=step == total)
+        if config.train.stop_at and step >= config.train.stop_at:
+            say(f"stopping at step {step} (train.stop_at); run again to resume")
+            ckpt.close()
+            writer.close()
+            return {}
         if config.eval.every and step % config.eval.every == 0 and step != total:
             run_evals(step)
     bad = pipeline.bad_record_count()

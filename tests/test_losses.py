@@ -3,8 +3,8 @@ and on meshes (8,), (4,2) data x model and (2,4) data x fsdp."""
 import functools
 
 import jax
-import jax.test_util
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding

@@ -1,0 +1,30 @@
+# Every target bootstraps .venv (Python >= 3.10, pip) when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/default
+
+.PHONY: train test bench lint clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m jaxclr.train --config=configs/default.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m jaxclr.bench.loss_memory
+	$(PY) -m jaxclr.bench.loss_speed
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check jaxclr configs tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

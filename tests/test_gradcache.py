@@ -1,0 +1,59 @@
+"""GradCache: k tower micro-batches give the loss and gradients of the full batch."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxclr import configlib, parallel
+from jaxclr import state as state_lib
+from jaxclr import step as step_lib
+
+
+def tiny_config(terms=None):
+    c = configlib.load("configs/clip.py:tiny")
+    c.data.image_size = 32
+    c.model.image.update(patch_size=16, width=32, depth=1, heads=2)
+    c.model.text.update(width=32, depth=1, heads=2, max_len=16, patch_size=4)
+    c.data.max_len = 16
+    c.model.embed_dim = 16
+    c.model.learn_bias = True
+    for name, weight in (terms or {}).items():
+        c.loss.terms[name] = weight
+    return c
+
+
+@pytest.mark.parametrize("terms", [None, {"clip": 0.0, "sigmoid": 1.0, "m2mix": 0.1, "uniformity": 0.5}])
+def test_micro_batches_match_full_batch(terms):
+    config = tiny_config(terms)
+    mesh = parallel.make_mesh(config.mesh)
+    rng = np.random.default_rng(0)
+    n = 64
+    batch = parallel.global_batch({"image": rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8),
+                                   "text": rng.integers(3, 200, (n, 16)).astype(np.int32)}, mesh)
+    with jax.set_mesh(mesh):
+        setup, state = state_lib.create(config, mesh)
+        key = jax.random.key(1)
+        results = {}
+        for k in (1, 2, 4):
+            fn = jax.jit(lambda p, b, k=k: step_lib.loss_and_grads(setup.graphdef, p, b, key, config.loss, k, mesh))
+            results[k] = fn(state["params"], batch)
+    total1, terms1, grads1 = results[1]
+    for k in (2, 4):
+        total, terms_k, grads = results[k]
+        np.testing.assert_allclose(total, total1, rtol=1e-5)
+        for name in terms1:
+            np.testing.assert_allclose(terms_k[name], terms1[name], rtol=1e-5, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads1)):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-6)
+    assert float(optax_norm(grads1)) > 0
+
+
+def optax_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def test_micro_batches_must_divide_batch():
+    config = tiny_config()
+    with pytest.raises(ValueError, match="micro_batches"):
+        x = {"image": jnp.zeros((6, 32, 32, 3), jnp.uint8), "text": jnp.zeros((6, 16), jnp.int32)}
+        step_lib.loss_and_grads(None, None, x, None, config.loss, 4)
