@@ -57,7 +57,7 @@ def get_config(arg="tiny"):
     c.model.dtype = "float32" if tiny else "bfloat16"
     c.model.image = ml_collections.ConfigDict(dict(
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
-        pool="tok"))
+        pool="tok", stem=()))
     c.model.text = ml_collections.ConfigDict(dict(
         vocab_size=259, max_len=c.data.max_len, width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=True, patch_size=4 if tiny else 1))

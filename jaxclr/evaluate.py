@@ -19,8 +19,8 @@ from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
+from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter
-from jaxclr.train import print_report
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
@@ -58,7 +58,7 @@ def main(argv):
     step, results = evaluate(config, _WORKDIR.value, _STEP.value)
     if jax.process_index() == 0:
         print(f"checkpoint step {step}")
-        print_report(results, datasets.zero_shot_tasks(config.data))
+        print(report_table(results, datasets.zero_shot_tasks(config.data)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
-from jaxclr.metrics import MetricWriter, Progress, format_table
+from jaxclr.evals.report import report_table
+from jaxclr.metrics import MetricWriter, Progress
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
@@ -27,10 +28,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, met
 def say(message: str) -> None:
     if jax.process_index() == 0:
         print(message, flush=True)
-
-
-def chance_levels(class_names) -> dict[str, float]:
-    return {f"zeroshot/{task}_top1": 1.0 / len(names) for task, names in class_names.items()}
 
 
 def train(config, workdir: str) -> dict[str, float]:
@@ -80,7 +77,7 @@ def train(config, workdir: str) -> dict[str, float]:
     total = int(config.train.total_steps)
     log_every = int(config.train.log_every)
     progress = Progress(total, start_step=start)
-    examples_since_log, results = 0, {}
+    examples_since_log, last_log = 0, time.perf_counter()
     for step in range(start + 1, total + 1):
         batch = parallel.global_batch(next(train_iter), mesh)
         with jax.set_mesh(mesh):
@@ -88,6 +85,9 @@ def train(config, workdir: str) -> dict[str, float]:
         examples_since_log += batch_size
         if step % log_every == 0 or step == total:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            now = time.perf_counter()
+            metrics["examples_per_sec"] = examples_since_log / (now - last_log)
+            last_log = now
             writer.write_scalars(step, metrics)
             progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
             examples_since_log = 0
@@ -109,15 +109,6 @@ def train(config, workdir: str) -> dict[str, float]:
     return results
 
 
-def print_report(results, class_names, seconds=None):
-    rows = dict(results)
-    for name, chance in chance_levels(class_names).items():
-        rows[f"{name} (chance)"] = chance
-    print(format_table(rows), flush=True)
-    if seconds is not None:
-        print(f"wall time {seconds:.0f} s", flush=True)
-
-
 def main(argv):
     del argv
     if not _WORKDIR.value:
@@ -127,7 +118,8 @@ def main(argv):
     config = _CONFIG.value
     results = train(config, _WORKDIR.value)
     if jax.process_index() == 0:
-        print_report(results, datasets.zero_shot_tasks(config.data), time.time() - start)
+        print(report_table(results, datasets.zero_shot_tasks(config.data)))
+        print(f"wall time {time.time() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

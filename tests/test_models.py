@@ -178,3 +178,31 @@ def test_config_errors():
     m = TextTransformer(small_config().text, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="max_len"):
         m(jnp.ones((1, 13), jnp.int32))
+
+
+def test_conv_stem_keeps_token_grid_and_checks_divisibility():
+    cfg = small_config()
+    cfg.image.stem = (8, 16)   # two stride-2 convs: 16 px -> 4 px maps; patch 4 px -> one 1x1 patch per token
+    vit = ViT(cfg.image, IMAGE_SIZE, rngs=nnx.Rngs(0))
+    assert vit.num_patches == (IMAGE_SIZE // 4) ** 2
+    out = vit(random_images())
+    assert out.shape == (3, 32) and np.all(np.isfinite(out))
+    cfg.image.stem = (8, 8, 8)  # 2**3 = 8 does not divide patch 4
+    with pytest.raises(ValueError, match="stem"):
+        ViT(cfg.image, IMAGE_SIZE, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("patch", [2, 3, 4])
+def test_byte_patched_text_pools_at_eos_patch_and_ignores_padding(patch):
+    cfg = small_config()
+    cfg.text.patch_size = patch
+    cfg.text.width = 36 if patch == 3 else 32
+    text = TextTransformer(cfg.text, rngs=nnx.Rngs(0))
+    out = text(TOKENS)
+    assert out.shape == (3, cfg.text.width) and np.all(np.isfinite(out))
+    # Padding after the EOS patch never changes the embedding (trailing pad patches are masked by causality).
+    padded = jnp.pad(TOKENS[:, :10], ((0, 0), (0, 2)))
+    np.testing.assert_allclose(text(padded), out, atol=1e-5)
+    # Changing a byte before EOS does.
+    changed = TOKENS.at[0, 1].set(11)
+    assert not np.allclose(text(changed)[0], out[0], atol=1e-4)

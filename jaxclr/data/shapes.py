@@ -28,6 +28,7 @@ _RGB = np.array([
 ], np.int32)
 SHAPES = ['circle', 'square', 'triangle', 'diamond', 'cross', 'ring']
 SIZES = ['small', 'medium', 'large']
+DROP_ATTRIBUTE = 1 / 3              # chance that a caption leaves out an object's size (or colour)
 _HALF_EXTENT = (0.08, 0.12, 0.17)   # object half-extent as a fraction of the image size
 _BOUND = 1.25                       # bounding radius / half-extent (square corners reach 1.2)
 _SPLIT_IDS = {'train': 0, 'test': 1}
@@ -114,8 +115,13 @@ def shape_mask(shape: int, cy: float, cx: float, r: float, size: int) -> np.ndar
     raise ValueError(f'unknown shape index {shape}')
 
 
-def _describe(color: int, shape: int, size: int) -> str:
-    return f'a {SIZES[size]} {COLORS[color]} {SHAPES[shape]}'
+def _describe(color: int, shape: int, size: int, rng: np.random.Generator) -> str:
+    """'a large red circle'; the size and the colour are each left out with probability
+    DROP_ATTRIBUTE, so colour + position alone cannot identify a caption and the shape
+    must be seen (without this a small model learns colour and position and ignores shape)."""
+    keep_size, keep_color = (int(keep) for keep in rng.random(2) >= DROP_ATTRIBUTE)
+    words = ['a'] + [SIZES[size]] * keep_size + [COLORS[color]] * keep_color + [SHAPES[shape]]
+    return ' '.join(words)
 
 
 def _place_pair(rng, size, b0, b1):
@@ -155,14 +161,14 @@ def make_example(rng: np.random.Generator, size: int) -> dict:
         centres = [centre]
         pos = _POSITIONS[row][col][int(rng.integers(2))]
         template = _SINGLE[int(rng.integers(len(_SINGLE)))]
-        caption = template.format(a=_describe(colors[0], shapes[0], sizes[0]), pos=pos)
+        caption = template.format(a=_describe(colors[0], shapes[0], sizes[0], rng), pos=pos)
     else:
         c0, c1, axis = _place_pair(rng, size, _BOUND * radii[0], _BOUND * radii[1])
         centres = [c0, c1]
         templates = _LEFT_RIGHT if axis == 0 else _ABOVE_BELOW
         template = templates[int(rng.integers(len(templates)))]
-        caption = template.format(a=_describe(colors[0], shapes[0], sizes[0]),
-                                  b=_describe(colors[1], shapes[1], sizes[1]))
+        caption = template.format(a=_describe(colors[0], shapes[0], sizes[0], rng),
+                                  b=_describe(colors[1], shapes[1], sizes[1], rng))
     for k in range(n):
         rgb = np.clip(_RGB[colors[k]] + rng.integers(-12, 13, size=3), 0, 255).astype(np.uint8)
         image[shape_mask(int(shapes[k]), centres[k][0], centres[k][1], radii[k], size)] = rgb
@@ -185,8 +191,9 @@ class JaxclrShapes(tfds.core.GeneratorBasedBuilder):
     """Rendered coloured shapes with natural-language captions (train/test splits)."""
 
     name = 'jaxclr_shapes'
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES: ClassVar[dict] = {'1.0.0': 'Initial release.'}
+    VERSION = tfds.core.Version('1.1.0')
+    RELEASE_NOTES: ClassVar[dict] = {'1.1.0': 'Captions leave out size and colour with probability 1/3 each.',
+                                     '1.0.0': 'Initial release.'}
     BUILDER_CONFIGS: ClassVar[list] = [shapes_config()]
     # Nothing is downloaded, so there is no checksums file to locate; this also skips a tfds
     # code path that imports importlib_resources, which tfds 4.9.10 no longer installs.

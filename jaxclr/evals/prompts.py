@@ -5,25 +5,15 @@ close to the captions of the embedded datasets ("a large red circle in the upper
 "a handwritten digit seven") so that a model trained on those captions can read the prompts.
 """
 
-COLOR_TEMPLATES = (
-    "a {} shape",
-    "something {}",
-    "a picture of a {} object",
-    "there is a {} shape",
-    "the image shows a {} object",
-    "a small {} shape",
-    "a large {} shape",
-)
+from jaxclr.data.shapes import COLORS, SHAPES, SIZES
 
-SHAPE_TEMPLATES = (
-    "a {}",
-    "a picture of a {}",
-    "a {} shape",
-    "there is a {}",
-    "the image shows a {}",
-    "a small {}",
-    "a large {}",
-)
+# Shapes captions always name size, colour and shape ("a large red circle in the upper left"),
+# so a class is described the way the captions describe it and the other attributes are
+# ensembled over (CLIP-style prompt ensembling): the class embedding of 'red' is the normalised
+# mean over "a small red circle", "a large red square", ...
+COLOR_TEMPLATES = tuple(f"a {size} {{}} {shape}" for size in SIZES for shape in SHAPES)
+
+SHAPE_TEMPLATES = tuple(f"a {size} {color} {{}}" for size in SIZES for color in COLORS)
 
 DIGIT_TEMPLATES = (
     "a handwritten digit {}",

@@ -1,4 +1,11 @@
-"""Vision Transformer image tower: patches -> pre-LN transformer -> pooled [B, width] float32."""
+"""Vision Transformer image tower: patches -> pre-LN transformer -> pooled [B, width] float32.
+
+Optional convolutional stem (``model.image.stem = (c1, c2, ...)``): stride-2 3x3
+convolutions with GELU before patchifying, as in "Early Convolutions Help
+Transformers See Better" (Xiao et al., 2021). Tokens still cover
+``patch_size`` input pixels; the stem gives them translation-equivariant local
+features, which small ViTs trained briefly need to tell shapes apart.
+"""
 from __future__ import annotations
 
 import einops
@@ -23,7 +30,8 @@ class ViT(nnx.Module):
     """Vision Transformer.
 
     Args:
-      cfg_image: mapping with patch_size, width, depth, heads, mlp_ratio, pool ('tok' | 'mean').
+      cfg_image: mapping with patch_size, width, depth, heads, mlp_ratio, pool ('tok' | 'mean'),
+        optional stem (conv channels; each conv halves the resolution).
       image_size: side S of the square input images [B, S, S, 3].
       dtype: compute dtype (name or dtype); parameters are float32.
       rngs: nnx.Rngs with a 'params' stream.
@@ -41,7 +49,15 @@ class ViT(nnx.Module):
         self.dtype = compute_dtype(dtype)
         self.patch_size, self.image_size, self.width, self.pool = patch, image_size, width, pool
         self.num_patches = (image_size // patch) ** 2
-        self.patch = nnx.Linear(patch * patch * 3, width, dtype=self.dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+        channels = (3, *(int(c) for c in cfg_image.get("stem", ())))
+        self.reduce = 2 ** (len(channels) - 1)  # resolution lost in the stem
+        if patch % self.reduce:
+            raise ValueError(f"patch_size {patch} must be divisible by 2**len(model.image.stem) = {self.reduce}")
+        self.stem = nnx.List([nnx.Conv(cin, cout, (3, 3), strides=2, padding="SAME", dtype=self.dtype,
+                                       param_dtype=PARAM_DTYPE, rngs=rngs)
+                              for cin, cout in zip(channels[:-1], channels[1:])])
+        p = patch // self.reduce
+        self.patch = nnx.Linear(p * p * channels[-1], width, dtype=self.dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
         tokens = self.num_patches + (1 if pool == "tok" else 0)
         init = nnx.initializers.normal(stddev=0.02)
         self.pos_embedding = nnx.Param(init(rngs.params(), (1, tokens, width), PARAM_DTYPE))
@@ -54,8 +70,10 @@ class ViT(nnx.Module):
         """images [B, S, S, 3] (uint8 or float on the 0..255 scale) -> features [B, width] float32."""
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"expected images [B, {self.image_size}, {self.image_size}, 3], got {images.shape}")
-        x = normalize_pixels(images)
-        p = self.patch_size
+        x = normalize_pixels(images).astype(self.dtype)
+        for conv in self.stem:
+            x = jax.nn.gelu(conv(x))
+        p = self.patch_size // self.reduce
         x = einops.rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
         x = self.patch(x.astype(self.dtype))
         if self.pool == "tok":
