@@ -10,6 +10,7 @@ import time
 import jax
 from absl import app, flags
 from absl import logging as absl_logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from jaxclr import configlib, parallel
@@ -44,6 +45,10 @@ def train(config, workdir: str) -> dict[str, float]:
                          "data-parallel devices (mesh data x fsdp)")
 
     # ------------------------------------------------------------------ data
+    if jax.process_index() == 0:   # one process builds an embedded dataset; the others wait for it
+        datasets.ensure_prepared(config.data)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("jaxclr: dataset prepared")
     datasets.ensure_prepared(config.data)
     train_iter = iter(pipeline.train_loader(config, batch_size))
     eval_data = pipeline.eval_data(config)
