@@ -22,10 +22,6 @@ from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-
 
 def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[str, float]]:
     """Restores a checkpoint and runs every evaluator of config.eval; returns (step, results)."""
@@ -49,13 +45,20 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[s
     return step, results
 
 
+def define_flags():
+    """Command-line flags, defined only when run as a program (so the module imports cleanly)."""
+    config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
+    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+
+
 def main(argv):
     del argv
-    if not _WORKDIR.value:
+    if not flags.FLAGS.workdir:
         sys.exit("error: --workdir is required")
     absl_logging.set_verbosity(absl_logging.WARNING)
-    config = _CONFIG.value
-    step, results = evaluate(config, _WORKDIR.value, _STEP.value)
+    config = flags.FLAGS.config
+    step, results = evaluate(config, flags.FLAGS.workdir, flags.FLAGS.step)
     if jax.process_index() == 0:
         print(f"checkpoint step {step}")
         print(report_table(results, datasets.zero_shot_tasks(config.data)))
@@ -63,4 +66,5 @@ def main(argv):
 
 if __name__ == "__main__":
     configlib.check_overrides(sys.argv)
+    define_flags()
     app.run(main)

@@ -22,9 +22,6 @@ from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter, Progress
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
-
 
 def say(message: str) -> None:
     if jax.process_index() == 0:
@@ -114,14 +111,20 @@ def train(config, workdir: str) -> dict[str, float]:
     return results
 
 
+def define_flags():
+    """Command-line flags, defined only when run as a program (so the module imports cleanly)."""
+    config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
+    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
+
+
 def main(argv):
     del argv
-    if not _WORKDIR.value:
+    if not flags.FLAGS.workdir:
         sys.exit("error: --workdir is required")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
     start = time.time()
-    config = _CONFIG.value
-    results = train(config, _WORKDIR.value)
+    config = flags.FLAGS.config
+    results = train(config, flags.FLAGS.workdir)
     if jax.process_index() == 0:
         print(report_table(results, datasets.zero_shot_tasks(config.data)))
         print(f"wall time {time.time() - start:.0f} s", flush=True)
@@ -129,4 +132,5 @@ def main(argv):
 
 if __name__ == "__main__":
     configlib.check_overrides(sys.argv)
+    define_flags()
     app.run(main)
