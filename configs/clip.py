@@ -57,7 +57,7 @@ def get_config(arg="tiny"):
     c.model.dtype = "float32" if tiny else "bfloat16"
     c.model.image = ml_collections.ConfigDict(dict(
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
-        pool="tok", stem=(16, 32) if tiny else ()))
+        pool="mean" if tiny else "tok", stem=(16, 32, 64, 128) if tiny else ()))
     c.model.text = ml_collections.ConfigDict(dict(
         vocab_size=259, max_len=c.data.max_len, width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=True, patch_size=4 if tiny else 1))
@@ -88,18 +88,18 @@ def get_config(arg="tiny"):
     c.optim.min_lr_ratio = 0.0      # cosine decays to lr * min_lr_ratio
 
     c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 256 if tiny else 32_768   # global batch
-    c.train.total_steps = 800 if tiny else 50_000
+    c.train.batch_size = 64 if tiny else 32_768    # global batch
+    c.train.total_steps = 4_000 if tiny else 50_000
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
-    c.train.log_every = 20 if tiny else 100
+    c.train.log_every = 50 if tiny else 100
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 200 if tiny else 2_000
+    c.checkpoint.every = 1_000 if tiny else 2_000
     c.checkpoint.keep = 3
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.every = 400 if tiny else 5_000
+    c.eval.every = 2_000 if tiny else 5_000
     c.eval.batch_size = 256
     c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
     c.eval.recall_ks = (1, 5, 10)

@@ -6,6 +6,7 @@ alignment / uniformity / cross_uniformity; they are checked here against float64
 import numpy as np
 import pytest
 
+from jaxclr.data import shapes
 from jaxclr.data.tokenizer import encode_batch
 from jaxclr.evals import prompts, retrieval, zeroshot
 
@@ -179,6 +180,25 @@ def test_templates_cover_tasks_and_fill_one_slot():
         assert templates and all(t.count("{}") == 1 for t in templates)
     assert "a handwritten digit seven" in [t.format("seven") for t in prompts.templates_for("digit")]
     assert prompts.templates_for("unknown-task") == list(prompts.DEFAULT_TEMPLATES)
+
+
+def test_shapes_prompts_are_the_single_object_captions_with_the_class_in_its_slot():
+    # Prompts must read like the captions the model trained on: every bare single-object caption
+    # ('{a} {pos}' template, size/colour possibly dropped) is one of the class's prompts.
+    shape_templates, color_templates = prompts.templates_for("shape"), prompts.templates_for("color")
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(600):
+        ex = shapes.make_example(rng, 32)
+        caption = ex["caption"]
+        if ex["num_objects"] != 1 or not caption.startswith("a ") or caption.startswith("a picture"):
+            continue
+        checked += 1
+        assert caption in {t.format(shapes.SHAPES[ex["shapes"][0]]) for t in shape_templates}
+        color = shapes.COLORS[ex["colors"][0]]
+        if color in caption.split():
+            assert caption in {t.format(color) for t in color_templates}
+    assert checked > 30
 
 
 # ----------------------------------------------------------------------------- geometry (needs jaxclr.losses)

@@ -44,6 +44,7 @@ _POSITIONS = [
     [('in the lower left', 'at the bottom left'), ('at the bottom', 'near the bottom'),
      ('in the lower right', 'at the bottom right')],
 ]
+POSITION_PHRASES = tuple(p for row in _POSITIONS for cell in row for p in cell)   # all 18 phrasings
 _SINGLE = [
     '{a} {pos}', 'there is {a} {pos}', '{pos} there is {a}', '{pos} sits {a}',
     'a picture of {a} {pos}', 'the image shows {a} {pos}',

@@ -5,15 +5,27 @@ close to the captions of the embedded datasets ("a large red circle in the upper
 "a handwritten digit seven") so that a model trained on those captions can read the prompts.
 """
 
-from jaxclr.data.shapes import COLORS, SHAPES, SIZES
+from itertools import product
 
-# Shapes captions always name size, colour and shape ("a large red circle in the upper left"),
-# so a class is described the way the captions describe it and the other attributes are
-# ensembled over (CLIP-style prompt ensembling): the class embedding of 'red' is the normalised
-# mean over "a small red circle", "a large red square", ...
-COLOR_TEMPLATES = tuple(f"a {size} {{}} {shape}" for size in SIZES for shape in SHAPES)
+from jaxclr.data.shapes import COLORS, POSITION_PHRASES, SHAPES, SIZES
 
-SHAPE_TEMPLATES = tuple(f"a {size} {color} {{}}" for size in SIZES for color in COLORS)
+
+def _object_prompts(*slots) -> tuple[str, ...]:
+    """Every 'a [size] [colour] [shape] <position>' a single-object caption can say, with '{}' in
+    one slot: each slot is a tuple of words ('' = the caption left that attribute out)."""
+    return tuple(" ".join(w for w in ("a", *words, pos) if w)
+                 for *words, pos in product(*slots, POSITION_PHRASES))
+
+
+# A single-object shapes caption reads "a large red circle in the upper left", possibly without
+# the size or colour (shapes.DROP_ATTRIBUTE). A class is described the way the captions describe
+# it and everything else is ensembled over (CLIP-style prompt ensembling): the class embedding
+# of 'red' is the normalised mean over "a small red circle at the top", "a red square on the
+# left", ... . The position phrases matter: the captions of single objects always carry one,
+# and prompts without one are read less reliably (measured in README.md).
+COLOR_TEMPLATES = _object_prompts((*SIZES, ""), ("{}",), tuple(SHAPES))
+
+SHAPE_TEMPLATES = _object_prompts((*SIZES, ""), (*COLORS, ""), ("{}",))
 
 DIGIT_TEMPLATES = (
     "a handwritten digit {}",
