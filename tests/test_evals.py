@@ -185,7 +185,8 @@ def test_templates_cover_tasks_and_fill_one_slot():
 def test_shapes_prompts_are_the_single_object_captions_with_the_class_in_its_slot():
     # Prompts must read like the captions the model trained on: every bare single-object caption
     # ('{a} {pos}' template, size/colour possibly dropped) is one of the class's prompts.
-    shape_templates, color_templates = prompts.templates_for("shape"), prompts.templates_for("color")
+    prompts_of = {task: {name: {t.format(name) for t in prompts.templates_for(task)} for name in names}
+                  for task, names in shapes.TASKS.items()}
     rng = np.random.default_rng(0)
     checked = 0
     for _ in range(600):
@@ -194,10 +195,10 @@ def test_shapes_prompts_are_the_single_object_captions_with_the_class_in_its_slo
         if ex["num_objects"] != 1 or not caption.startswith("a ") or caption.startswith("a picture"):
             continue
         checked += 1
-        assert caption in {t.format(shapes.SHAPES[ex["shapes"][0]]) for t in shape_templates}
+        assert caption in prompts_of["shape"][shapes.SHAPES[ex["shapes"][0]]]
         color = shapes.COLORS[ex["colors"][0]]
         if color in caption.split():
-            assert caption in {t.format(color) for t in color_templates}
+            assert caption in prompts_of["color"][color]
     assert checked > 30
 
 
