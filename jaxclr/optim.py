@@ -1,15 +1,60 @@
-"""The optimiser from config.optim: AdamW, linear warmup + cosine decay, global-norm clipping.
+"""The optimiser from config.optim: AdamW, linear warmup + cosine decay, global-norm clipping,
+and the projection of the logit scale onto its bound after every update.
 
-Weight decay applies to weight matrices and embedding tables only (param names
-ending in 'kernel' or 'embedding'); norms, biases and the logit scale/bias are
-not decayed.
+Weight decay is chosen by each parameter's *role*, read from its path in the
+param tree (``param_role``):
+
+    decayed      'weight'           kernels of dense and conv layers (path ends in ``kernel``)
+                 'token_embedding'  the text tower's token table (``nnx.Embed``'s ``embedding``)
+    not decayed  'bias'             biases of dense, conv and norm layers
+                 'norm_scale'       LayerNorm scales
+                 'position'         learned position embeddings (``pos_embedding``)
+                 'class_token'      the ViT class token (``cls_embedding``)
+                 'logit'            the logit log-scale and bias
+
+Names are matched exactly, never by suffix, and a parameter with no known role is
+an error, so a new layer must be classified before it trains. Layers stacked for a
+scan keep their names (only a leading layer axis is added), so the rule is the same.
 """
 from __future__ import annotations
 
+import math
+
 import jax
+import jax.numpy as jnp
 import optax
 
-DECAYED = ("kernel", "embedding")
+DECAYED_ROLES = frozenset({"weight", "token_embedding"})
+_ROLE_OF_NAME = {"kernel": "weight", "embedding": "token_embedding", "pos_embedding": "position",
+                 "cls_embedding": "class_token", "log_scale": "logit"}
+LOGIT_MODULE = "logit"   # TwoTower.logit holds 'log_scale' and (optionally) 'bias'
+
+
+def path_names(path) -> tuple[str, ...]:
+    """('text', 'token', 'embedding') from a pytree key path of an nnx.State (the trailing
+    '.value' attribute of each Param leaf is dropped; list indices become strings)."""
+    names = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return tuple(names[:-1] if names and names[-1] == "value" else names)
+
+
+def param_role(path) -> str:
+    """The role of a parameter from its path (see the module docstring)."""
+    names = path_names(path)
+    name = names[-1]
+    if LOGIT_MODULE in names[-2:-1]:
+        return "logit"
+    if name in _ROLE_OF_NAME:
+        return _ROLE_OF_NAME[name]
+    if name == "bias":
+        return "bias"
+    if name == "scale":
+        return "norm_scale"
+    raise ValueError(f"parameter {'/'.join(names)} has no weight-decay role; add its name to jaxclr.optim")
+
+
+def decay_mask(params):
+    """True for the leaves that get weight decay (roles in DECAYED_ROLES)."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: param_role(p) in DECAYED_ROLES, params)
 
 
 def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
@@ -19,19 +64,34 @@ def schedule(optim_cfg, total_steps: int) -> optax.Schedule:
         decay_steps=max(total_steps, warmup + 1), end_value=optim_cfg.lr * optim_cfg.min_lr_ratio)
 
 
-def _leaf_name(path) -> str:
-    last = path[-1]
-    return str(getattr(last, "key", getattr(last, "name", last)))
+def make(optim_cfg, total_steps: int, lr: optax.ScalarOrSchedule | None = None) -> optax.GradientTransformation:
+    """Clip by global norm, then AdamW with decay on the DECAYED_ROLES leaves.
 
-
-def decay_mask(params):
-    """True for the leaves that get weight decay."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: _leaf_name(p).endswith(DECAYED), params)
-
-
-def make(optim_cfg, total_steps: int) -> optax.GradientTransformation:
+    ``lr`` defaults to the warmup + cosine ``schedule``; tests pass a constant.
+    """
+    lr = schedule(optim_cfg, total_steps) if lr is None else lr
     return optax.chain(
         optax.clip_by_global_norm(optim_cfg.grad_clip),
-        optax.adamw(schedule(optim_cfg, total_steps), b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
+        optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
                     weight_decay=optim_cfg.weight_decay, mask=decay_mask),
     )
+
+
+def max_log_scale(max_scale: float) -> jax.Array:
+    """The bound on the logit log-scale, ln(max_scale), as a float32 scalar."""
+    return jnp.asarray(math.log(float(max_scale)), jnp.float32)
+
+
+def project(params, max_scale: float):
+    """Clips the logit log-scale to at most ln(max_scale) (applied to the params after each update).
+
+    The forward pass uses exp(log_scale) unclamped, so inside the bound the scale
+    always has a gradient and can move back down (a clamp in the forward pass, as
+    min(exp(log_scale), max), would have zero gradient past the bound and freeze it).
+    """
+    bound = max_log_scale(max_scale)
+
+    def clip(path, leaf):
+        return jnp.minimum(leaf, bound) if path_names(path)[-1] == "log_scale" else leaf
+
+    return jax.tree_util.tree_map_with_path(clip, params)

@@ -1,4 +1,5 @@
-"""The train step: loss (a weighted sum of terms), gradients, optimiser update.
+"""The train step: loss (a weighted sum of terms), gradients, optimiser update, and the
+projection of the logit log-scale onto its bound (``optim.project``).
 
 With `train.micro_batches = k > 1` the step is exact GradCache: embeddings of
 the whole global batch are computed in k tower micro-batches without
@@ -80,7 +81,7 @@ def make_train_step(config, setup, mesh):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         total, terms, grads = loss_and_grads(setup.graphdef, params, batch, rng, config.loss, micro, mesh)
         updates, opt_state = setup.optimizer.update(grads, state["opt_state"], params)
-        params = optax.apply_updates(params, updates)
+        params = optim.project(optax.apply_updates(params, updates), config.model.max_scale)
         model = nnx.merge(setup.graphdef, params)
         metrics = {"loss": total, **{f"loss/{k}": v for k, v in terms.items()},
                    "scale": model.scale(), "bias": model.bias(),

@@ -58,6 +58,13 @@ def test_flip_caption_swaps_whole_words_keeping_case():
     assert augment.flip_caption(augment.flip_caption('upper left; lower right')) == 'upper left; lower right'
 
 
+def test_only_flip_aware_datasets_flip():
+    named = lambda name: ml_collections.ConfigDict({'name': name})
+    assert datasets.flip_safe(named('jaxclr_shapes'))
+    assert not datasets.flip_safe(named('jaxclr_digits'))
+    assert not datasets.flip_safe(named('coco_captions'))   # any dataset read by name
+
+
 def test_random_flip_mirrors_image_and_caption_together():
     image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     rng = np.random.default_rng(0)

@@ -129,13 +129,19 @@ def test_bfloat16_compute_has_float32_params_and_outputs(model):
         np.testing.assert_allclose(a, b, atol=0.02)
 
 
-def test_scale_init_and_clamp():
+def test_scale_init_is_exp_of_log_scale():
     m = TwoTower(small_config(), IMAGE_SIZE, rngs=nnx.Rngs(0))
     assert m.scale().dtype == jnp.float32
     np.testing.assert_allclose(m.scale(), 1 / 0.07, rtol=1e-6)
     np.testing.assert_allclose(m.logit.log_scale[...], 2.659260, atol=1e-6)
-    m.logit.log_scale[...] = jnp.float32(math.log(1000.0))
-    assert float(m.scale()) == 100.0
+    # No clamp in the forward pass (the bound is a projection in jaxclr.optim, tested in test_optim).
+    m.logit.log_scale[...] = jnp.float32(math.log(50.0))
+    np.testing.assert_allclose(m.scale(), 50.0, rtol=1e-6)
+
+
+def test_init_scale_above_max_scale_is_an_error():
+    with pytest.raises(ValueError, match="init_scale"):
+        TwoTower(small_config(init_scale=200.0), IMAGE_SIZE, rngs=nnx.Rngs(0))
 
 
 def test_bias_param_only_when_learnable():

@@ -126,8 +126,14 @@ def zero_shot_tasks(data_cfg) -> dict:
 
 
 def flip_safe(data_cfg) -> bool:
-    """False for datasets whose captions a mirror image would falsify (digits); True otherwise."""
-    return EMBEDDED[data_cfg.name].flip_safe if data_cfg.name in EMBEDDED else True
+    """Whether a horizontal flip (with 'left'/'right' swapped in the caption) keeps captions true.
+
+    Only embedded datasets whose captions were written for it say so (jaxclr_shapes). A
+    mirrored digit is no digit, and the captions of a dataset read by name are not
+    flip-aware ("the word on the sign", "the left hand"), so those never flip; CLIP and
+    SigLIP train without flips too.
+    """
+    return data_cfg.name in EMBEDDED and EMBEDDED[data_cfg.name].flip_safe
 
 
 def _label_feature(example) -> dict:

@@ -179,7 +179,8 @@ def train_loader(config, global_batch_size: int, process_index: int | None = Non
     """Infinite shuffled grain DataLoader of this process's share of the train split.
 
     data.flip applies a random horizontal flip (with 'left'/'right' swapped in the caption)
-    except on datasets where that would falsify the captions (jaxclr_digits): warned, skipped.
+    on datasets whose captions are flip-aware (``datasets.flip_safe``: jaxclr_shapes only);
+    on any other dataset it is skipped, with one log line.
 
     Batches are {'image': uint8 [b, S, S, 3], 'text': int32 [b, max_len]} with
     b = global_batch_size // process_count; processes read disjoint records. `iter()` of it
@@ -199,7 +200,8 @@ def train_loader(config, global_batch_size: int, process_index: int | None = Non
                                  num_epochs=None, seed=int(config.seed))
     flip = bool(data_cfg.flip)
     if flip and not datasets.flip_safe(data_cfg):
-        log.warning('data.flip ignored: a mirror image falsifies the captions of %s.', data_cfg.name)
+        log.warning('data.flip skipped: the captions of %s are not flip-aware (only jaxclr_shapes is).',
+                    data_cfg.name)
         flip = False
     operations = [_DropBad(), TrainTransform(flip, int(data_cfg.max_len)),
                   grain.Batch(global_batch_size // process_count, drop_remainder=True)]

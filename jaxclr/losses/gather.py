@@ -15,7 +15,7 @@ from jaxclr.losses import sharding
 NEG = -1e30  # masked logit; finite so that exp(NEG - NEG) never makes NaN
 
 
-def _body(x, y, scale, col_bias, *, axes, kind, exclude_diag, want_cols):
+def _body(x, y, scale, col_bias, *, axes, kind, exclude_diag, want_cols, precision):
     n = x.shape[0]
     if axes is None:
         y_all, cb_all, me = y, col_bias, 0
@@ -23,7 +23,7 @@ def _body(x, y, scale, col_bias, *, axes, kind, exclude_diag, want_cols):
         y_all = jax.lax.all_gather(y, axes, tiled=True)
         cb_all = jax.lax.all_gather(col_bias, axes, tiled=True)
         me = jax.lax.axis_index(axes)
-    logits = scale * (x @ y_all.T) + cb_all[None, :]
+    logits = scale * jnp.matmul(x, y_all.T, precision=precision) + cb_all[None, :]
     if exclude_diag:
         rows = me * n + jnp.arange(n)
         cols = jnp.arange(y_all.shape[0])
@@ -42,18 +42,20 @@ def _body(x, y, scale, col_bias, *, axes, kind, exclude_diag, want_cols):
     return row, jnp.log(total) + mine
 
 
-def pair_stats(x, y, scale, col_bias, *, placement, kind, exclude_diag, want_cols, block_size=None):
+def pair_stats(x, y, scale, col_bias, *, placement, kind, exclude_diag, want_cols, block_size=None,
+               precision=None):
     """Row (and column) statistics of the logits l_ij = scale x_i.y_j + col_bias_j.
 
     kind='lse': rows = LSE_j l_ij, cols = LSE_i l_ij; kind='softplus': rows =
     sum_j softplus(l_ij). ``exclude_diag`` masks the global pairs i == j.
-    ``block_size`` is accepted for interface parity and ignored.
+    ``block_size`` is accepted for interface parity and ignored; ``precision`` is the
+    matmul precision (a jax.lax.Precision; autodiff keeps it in the backward dots).
     """
     del block_size
 
     def body(x, y, s, cb):
         return _body(x, y, s, cb, axes=placement.axes, kind=kind,
-                     exclude_diag=exclude_diag, want_cols=want_cols)
+                     exclude_diag=exclude_diag, want_cols=want_cols, precision=precision)
 
     fn = sharding.per_device(placement, body, ("B", "B", None, "B"), ("B", "B"))
     return fn(x, y, scale, col_bias)

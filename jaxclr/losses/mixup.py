@@ -6,6 +6,7 @@ directions are averaged, and the mixed logits are multiplied by a scale.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxclr.losses.contrastive import positive_logits
@@ -71,7 +72,7 @@ def m2mix_loss(zimg, ztxt, scale, lam, mix_scale=None, **engine_kw):
 
     def direction(queries):
         neg, _ = pair_stats(queries, mixed, mix_scale, exclude_diag=True, want_cols=False, **engine_kw)
-        return jnp.mean(jnp.logaddexp(pos, neg) - pos)
+        return jnp.mean(jax.nn.softplus(neg - pos))  # = LSE(pos, neg) - pos, without cancellation
 
     return 0.5 * (direction(zimg) + direction(ztxt))
 

@@ -69,7 +69,7 @@ def sample_lam(rng, loss_cfg, n):
 def evaluate(loss_cfg, zimg, ztxt, scale, bias, rng, mesh=None):
     """Returns (total, {term: value}) for the objective of ``loss_cfg``."""
     terms = active_terms(loss_cfg)
-    engine = dict(impl=loss_cfg.impl, block_size=int(loss_cfg.block_size), mesh=mesh)
+    engine = dict(impl=loss_cfg.impl, block_size=int(loss_cfg.block_size), precision=loss_cfg.precision, mesh=mesh)
     lam = sample_lam(rng, loss_cfg, zimg.shape[0]) if set(terms) & set(MIX_TERMS) else jnp.float32(1.0)
     batch = Batch(zimg, ztxt, scale, bias, lam, loss_cfg, engine)
     values = {name: TERMS[name](batch) for name in terms}

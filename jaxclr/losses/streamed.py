@@ -30,7 +30,7 @@ NEG = -1e30  # masked logit; finite so that exp(NEG - NEG) never makes NaN
 class _Ring:
     """Per-device geometry: ring position, padding, and the masked logit tile."""
 
-    def __init__(self, x, axes, size, block_size, exclude_diag):
+    def __init__(self, x, axes, size, block_size, exclude_diag, precision):
         self.n = x.shape[0]
         self.axes = axes
         self.size = size
@@ -39,6 +39,7 @@ class _Ring:
         self.num_blocks = -(-self.n // self.block)
         self.padded = self.num_blocks * self.block
         self.exclude_diag = exclude_diag
+        self.precision = precision
         self.row_ids = self.me * self.n + jnp.arange(self.n)
 
     def pad(self, a):
@@ -56,6 +57,10 @@ class _Ring:
         """Ring position of the shard visiting this device at ``step``."""
         return (self.me - step) % self.size
 
+    def matmul(self, a, b):
+        """Every dot product of the engine, forward and backward, at the requested precision."""
+        return jnp.matmul(a, b, precision=self.precision)
+
     def block_of(self, a, b):
         return jax.lax.dynamic_slice_in_dim(a, b * self.block, self.block)
 
@@ -65,7 +70,7 @@ class _Ring:
     def tile(self, x, y_pad, cb_pad, scale, src, b):
         """Masked logits [n, block] of the local rows against block b of a visiting shard."""
         yb, cbb = self.block_of(y_pad, b), self.block_of(cb_pad, b)
-        logits = scale * (x @ yb.T) + cbb[None, :]
+        logits = scale * self.matmul(x, yb.T) + cbb[None, :]
         local_col = b * self.block + jnp.arange(self.block)
         keep = jnp.broadcast_to((local_col < self.n)[None, :], logits.shape)
         if self.exclude_diag:
@@ -87,8 +92,8 @@ class _Ring:
         return carry, self.shift(home)
 
 
-def _forward_body(x, y, scale, col_bias, *, axes, size, kind, exclude_diag, want_cols, block_size):
-    ring = _Ring(x, axes, size, block_size, exclude_diag)
+def _forward_body(x, y, scale, col_bias, *, axes, size, kind, exclude_diag, want_cols, block_size, precision):
+    ring = _Ring(x, axes, size, block_size, exclude_diag, precision)
     n = ring.n
 
     def visit(k, rows, travelling, cols):
@@ -125,8 +130,8 @@ def _forward_body(x, y, scale, col_bias, *, axes, size, kind, exclude_diag, want
 
 
 def _backward_body(x, y, scale, col_bias, row, col, g_row, g_col, *,
-                   axes, size, kind, exclude_diag, want_cols, block_size):
-    ring = _Ring(x, axes, size, block_size, exclude_diag)
+                   axes, size, kind, exclude_diag, want_cols, block_size, precision):
+    ring = _Ring(x, axes, size, block_size, exclude_diag, precision)
     use_cols = want_cols and kind == "lse"
 
     def weights(logits, col_b, gcol_b):
@@ -146,8 +151,8 @@ def _backward_body(x, y, scale, col_bias, row, col, g_row, g_col, *,
             dx, (dy, dcb) = c
             logits, yb = ring.tile(x, y_pad, cb_pad, scale, src, b)
             w = weights(logits, ring.block_of(col_pad, b), ring.block_of(gcol_pad, b))
-            dx = dx + w @ yb
-            dy = ring.add_block(dy, b, w.T @ x)
+            dx = dx + ring.matmul(w, yb)
+            dy = ring.add_block(dy, b, ring.matmul(w.T, x))
             dcb = ring.add_block(dcb, b, jnp.sum(w, axis=0))
             return dx, (dy, dcb)
 
@@ -163,9 +168,9 @@ def _backward_body(x, y, scale, col_bias, row, col, g_row, g_col, *,
 
 
 @functools.lru_cache(maxsize=None)
-def _engine(placement, kind, exclude_diag, want_cols, block_size):
+def _engine(placement, kind, exclude_diag, want_cols, block_size, precision):
     static = dict(axes=placement.axes, size=placement.num_shards, kind=kind, exclude_diag=exclude_diag,
-                  want_cols=want_cols, block_size=block_size)
+                  want_cols=want_cols, block_size=block_size, precision=precision)
     fwd = sharding.per_device(placement, functools.partial(_forward_body, **static),
                               ("B", "B", None, "B"), ("B", "B"), check_vma=False)
     bwd = sharding.per_device(placement, functools.partial(_backward_body, **static),
@@ -186,11 +191,14 @@ def _engine(placement, kind, exclude_diag, want_cols, block_size):
     return stats
 
 
-def pair_stats(x, y, scale, col_bias, *, placement, kind, exclude_diag, want_cols, block_size=1024):
+def pair_stats(x, y, scale, col_bias, *, placement, kind, exclude_diag, want_cols, block_size=1024,
+               precision=jax.lax.Precision.HIGHEST):
     """Row (and column) statistics of the logits l_ij = scale x_i.y_j + col_bias_j.
 
     kind='lse': rows = LSE_j l_ij, cols = LSE_i l_ij; kind='softplus': rows =
     sum_j softplus(l_ij) (cols are zeros). ``exclude_diag`` masks the global
-    pairs i == j. Same contract as ``gather.pair_stats``.
+    pairs i == j. ``precision`` applies to every tile matmul of both passes. Same
+    contract as ``gather.pair_stats``.
     """
-    return _engine(placement, kind, exclude_diag, want_cols, int(block_size))(x, y, scale, col_bias)
+    engine = _engine(placement, kind, exclude_diag, want_cols, int(block_size), precision)
+    return engine(x, y, scale, col_bias)

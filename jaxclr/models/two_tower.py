@@ -1,9 +1,14 @@
 """Two-tower contrastive model: ViT + text transformer, linear projections, logit scale and bias.
 
-Param naming (for optimiser masks by name): weight matrices end in 'kernel', embedding
-tables / learned positions / class token end in 'embedding', norms hold 'scale'/'bias',
-and the logit parameters live under 'logit' as 'log_scale' and (only when
-model.learn_bias) 'bias'.
+Precision policy: the towers compute in ``model.dtype`` (float32 params); their pooled
+features are float32, and the final projections and the L2 normalisation run in
+float32 at ``Precision.HIGHEST`` whatever the tower dtype, so embeddings (and every
+loss and eval built on them) are full float32.
+
+Param names are what ``jaxclr.optim.param_role`` reads to decide weight decay:
+'kernel' (dense/conv weights), 'embedding' (the token table), 'pos_embedding',
+'cls_embedding', norm 'scale'/'bias', and the logit parameters under 'logit' as
+'log_scale' and (only when model.learn_bias) 'bias'.
 """
 from __future__ import annotations
 
@@ -27,9 +32,9 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 class LogitParams(nnx.Module):
     """Learnable logit scale (as 'log_scale') and, optionally, logit bias ('bias'); float32 scalars."""
 
-    def __init__(self, init_scale: float, learn_bias: bool, init_bias: float):
-        if init_scale <= 0:
-            raise ValueError(f"model.init_scale must be > 0, got {init_scale}")
+    def __init__(self, init_scale: float, max_scale: float, learn_bias: bool, init_bias: float):
+        if not 0 < init_scale <= max_scale:
+            raise ValueError(f"model.init_scale must be in (0, model.max_scale={max_scale}], got {init_scale}")
         self.log_scale = nnx.Param(jnp.asarray(math.log(init_scale), PARAM_DTYPE))
         if learn_bias:
             self.bias = nnx.Param(jnp.asarray(init_bias, PARAM_DTYPE))
@@ -40,7 +45,8 @@ class TwoTower(nnx.Module):
 
     Args:
       cfg_model: config.model (embed_dim, dtype, image, text, init_scale, max_scale,
-        learn_bias, init_bias).
+        learn_bias, init_bias). max_scale is enforced by the optimiser (``optim.project``)
+        and only checked against init_scale here.
       image_size: side of the square input images (config.data.image_size).
       rngs: nnx.Rngs with a 'params' stream.
     """
@@ -48,15 +54,14 @@ class TwoTower(nnx.Module):
     def __init__(self, cfg_model, image_size: int, *, rngs: nnx.Rngs):
         dtype = compute_dtype(cfg_model["dtype"])
         embed_dim = int(cfg_model["embed_dim"])
-        self.max_scale = float(cfg_model["max_scale"])
         self.learn_bias = bool(cfg_model["learn_bias"])
         self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs)
         self.text = TextTransformer(cfg_model["text"], dtype, rngs=rngs)
-        self.image_proj = nnx.Linear(self.image.width, embed_dim, use_bias=False, dtype=dtype,
-                                     param_dtype=PARAM_DTYPE, rngs=rngs)
-        self.text_proj = nnx.Linear(self.text.width, embed_dim, use_bias=False, dtype=dtype,
-                                    param_dtype=PARAM_DTYPE, rngs=rngs)
-        self.logit = LogitParams(float(cfg_model["init_scale"]), self.learn_bias,
+        proj = dict(use_bias=False, dtype=jnp.float32, param_dtype=PARAM_DTYPE,
+                    precision=jax.lax.Precision.HIGHEST, rngs=rngs)
+        self.image_proj = nnx.Linear(self.image.width, embed_dim, **proj)
+        self.text_proj = nnx.Linear(self.text.width, embed_dim, **proj)
+        self.logit = LogitParams(float(cfg_model["init_scale"]), float(cfg_model["max_scale"]), self.learn_bias,
                                  float(cfg_model["init_bias"]))
 
     def embed_image(self, images: jax.Array) -> jax.Array:
@@ -72,8 +77,9 @@ class TwoTower(nnx.Module):
         return self.embed_image(images), self.embed_text(tokens)
 
     def scale(self) -> jax.Array:
-        """Logit scale min(exp(log_scale), max_scale) as a float32 scalar."""
-        return jnp.minimum(jnp.exp(self.logit.log_scale[...]), self.max_scale).astype(jnp.float32)
+        """Logit scale exp(log_scale) as a float32 scalar (log_scale is kept <= ln(max_scale) by
+        ``optim.project`` after each update, so the gradient is never cut by a clamp)."""
+        return jnp.exp(self.logit.log_scale[...]).astype(jnp.float32)
 
     def bias(self) -> jax.Array:
         """Logit bias as a float32 scalar; a constant 0.0 when model.learn_bias is False."""
