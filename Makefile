@@ -1,9 +1,11 @@
-# Every target bootstraps .venv (Python >= 3.10, pip) when it is missing.
+# Every target bootstraps .venv (Python >= 3.11, pip) when it is missing.
+# make train WORKDIR=runs/seed1 ARGS=--config.seed=1   passes config overrides.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/default
+ARGS ?=
 
 .PHONY: train test bench lint clean
 
@@ -14,7 +16,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m jaxclr.train --config=configs/default.py --workdir=$(WORKDIR)
+	$(PY) -m jaxclr.train --config=configs/default.py --workdir=$(WORKDIR) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

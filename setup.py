@@ -5,7 +5,7 @@ setup(
     name="jaxclr",
     version="0.1.0",
     description="Sharded dual-encoder contrastive pretraining (CLIP, SigLIP, DCL, m2-mix) in JAX/Flax",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["jaxclr", "jaxclr.*"]),
     install_requires=[
         "jax>=0.10.2,<0.11",
