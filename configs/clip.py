@@ -30,7 +30,6 @@ def get_config(arg="tiny"):
     p = PRESETS[arg]
     tiny = arg == "tiny"
     c = ml_collections.ConfigDict()
-    c.preset = arg
     c.seed = 0
 
     c.mesh = ml_collections.ConfigDict()
@@ -45,10 +44,12 @@ def get_config(arg="tiny"):
     c.data.num_train = 50_000
     c.data.num_test = 2_000
     c.data.build_seed = 0
-    c.data.max_len = 80             # bytes incl. BOS/EOS; the longest shapes caption is 73
+    # Bytes incl. BOS/EOS (the longest shapes caption is 73). One value shared with
+    # model.text.max_len: overriding either one changes both.
+    c.data.max_len = ml_collections.FieldReference(80)
     c.data.train_split = "train"
     c.data.eval_split = "test"
-    c.data.flip = True
+    c.data.flip = True              # only datasets whose captions are flip-aware flip (jaxclr_shapes)
     c.data.worker_count = 0
     c.data.eval_examples = 2_000
 
@@ -59,7 +60,7 @@ def get_config(arg="tiny"):
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
         pool="mean" if tiny else "tok", stem=(16, 32, 64, 128) if tiny else ()))
     c.model.text = ml_collections.ConfigDict(dict(
-        vocab_size=259, max_len=c.data.max_len, width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
+        vocab_size=259, max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=True, patch_size=4 if tiny else 1))
     c.model.init_scale = 1 / 0.07   # log-scale 2.659260
     c.model.max_scale = 100.0
@@ -71,6 +72,7 @@ def get_config(arg="tiny"):
     c.loss.terms.clip = 1.0
     c.loss.impl = "streamed"        # 'streamed' (ring + blocks) or 'gather' (all-gather reference)
     c.loss.block_size = 1024
+    c.loss.precision = "highest"    # every loss matmul: 'highest' (full float32), 'high' or 'default' (backend's)
     c.loss.mix_beta = 0.5           # lam ~ Beta(mix_beta, mix_beta) for m2mix / vmix / lmix
     c.loss.mix_per_pair = False     # one lam per step (False) or one per pair (True)
     c.loss.mix_scale = 0.0          # m2mix scale s' for the mixed logits; 0 -> the learned scale
@@ -93,6 +95,7 @@ def get_config(arg="tiny"):
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
     c.train.log_every = 50 if tiny else 100
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
+    c.train.allow_config_change = False  # True: resume even though the config differs from the run's config.json
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 1_000 if tiny else 2_000

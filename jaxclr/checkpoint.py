@@ -1,11 +1,13 @@
 """Training checkpoints: orbax CheckpointManager for the train state plus the grain iterator position.
 
-One step directory per checkpoint, `<workdir>/<step>/` with two items:
+One step directory per checkpoint, `<workdir>/<step>/` with these items:
 
+    meta/    `{"format_version": FORMAT_VERSION}` (JSON). `restore` reads it first and raises
+             `CheckpointFormatError` for a checkpoint without it or with another version.
     state/   the train-state pytree (params, optimiser state, step, rng key data), written by
              orbax's StandardSave; sharded arrays are written per shard and restored straight into
              the shardings of an abstract state.
-    data/    the grain iterator position (one small JSON file per process).
+    data/    the grain iterator position (one small JSON file per process), when an iterator is given.
 
 Kill-safety (orbax 0.12.8, local or POSIX file systems): a save is written into
 `<step>.orbax-checkpoint-tmp/`; when every item is written (and every host is done),
@@ -14,7 +16,7 @@ listing only accepts names without the temporary suffix, so a save that is kille
 point leaves the previous checkpoint as the latest one. On GCS (no atomic rename) orbax
 writes in place and treats a step as finished only once `commit_success.txt` exists.
 Leftover temporary directories are removed by a writable `Checkpointer` (in the background
-from its creation, finished before its first save).
+from its creation, finished before its first save or at `close`).
 
 Saves are asynchronous: `save` returns once the arrays are copied to host memory (so the
 caller may donate or overwrite them), and the files are written in a background thread. Call
@@ -31,6 +33,13 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 STATE_ITEM = "state"
 DATA_ITEM = "data"
+META_ITEM = "meta"
+# Bump when the layout of a checkpoint (items, state tree) changes so that old ones no longer restore.
+FORMAT_VERSION = 1
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint has no format version or another one than this code reads."""
 
 
 class Checkpointer:
@@ -51,7 +60,8 @@ class Checkpointer:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 or None, got {keep}")
-        self.directory = os.path.abspath(os.fspath(directory))
+        directory = os.fspath(directory)
+        self.directory = directory if "://" in directory else os.path.abspath(directory)  # keep gs:// URLs
         self.every_steps = every_steps
         self.keep = keep
         self.read_only = read_only
@@ -85,7 +95,8 @@ class Checkpointer:
         step = int(step)
         if self.read_only or step in self.all_steps():
             return False
-        items = {STATE_ITEM: ocp.args.StandardSave(state)}
+        items = {META_ITEM: ocp.args.JsonSave({"format_version": FORMAT_VERSION}),
+                 STATE_ITEM: ocp.args.StandardSave(state)}
         if data_iter is not None:
             items[DATA_ITEM] = PyGrainCheckpointSave(data_iter)
         return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=force))
@@ -103,18 +114,39 @@ class Checkpointer:
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct`s whose `.sharding` says where each
         array goes (e.g. `jax.eval_shape` output with shardings attached). When `data_iter` is
-        given, its position is restored in place.
+        given, its position is restored in place. Raises `CheckpointFormatError` when the
+        checkpoint's format version is not FORMAT_VERSION.
         """
         self.wait()
         if step is None:
             step = self.latest_step()
             if step is None:
                 raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
+        self.check_format(step)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
         if data_iter is not None:
             items[DATA_ITEM] = PyGrainCheckpointRestore(data_iter)
         restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
         return restored[STATE_ITEM]
+
+    def format_version(self, step: int) -> int | None:
+        """The format version stored in the checkpoint at `step` (None: it has no meta item)."""
+        try:
+            meta = self._manager.restore(int(step), args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+        except KeyError:  # orbax: 'Item "meta" was not found in the checkpoint'
+            return None
+        meta = meta[META_ITEM]
+        return meta.get("format_version") if isinstance(meta, dict) else None
+
+    def check_format(self, step: int) -> None:
+        """Raises `CheckpointFormatError` unless the checkpoint at `step` has FORMAT_VERSION."""
+        version = self.format_version(step)
+        if version != FORMAT_VERSION:
+            shown = "none (no meta item)" if version is None else version
+            raise CheckpointFormatError(
+                f"checkpoint {self.directory}/{int(step)} has format version {shown}, this code reads version "
+                f"{FORMAT_VERSION}; use the jaxclr version that wrote it (see the run's run_info.json for "
+                "its git commit), or start a new workdir")
 
     def wait(self) -> None:
         """Blocks until every pending save is written and finalised."""
@@ -123,6 +155,10 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending saves and releases orbax's threads. Call once at exit."""
         self._manager.wait_until_finished()
+        # orbax 0.12's close() does not wait for the removal of leftover temporary directories
+        # started at creation; a process that exits right after (e.g. a refused restart) would
+        # kill that thread mid-way, with a traceback.
+        getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
         self._manager.close()
 
     def __enter__(self) -> Self:

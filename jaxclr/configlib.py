@@ -1,15 +1,15 @@
-"""Config files: loading `path:arg`, checking command-line overrides, writing the resolved config.
+"""Config files: loading `path:arg` and checking command-line overrides.
 
 Configs are `ml_collections.ConfigDict`s returned by `get_config(arg)` in a file
 under configs/ and loaded through `ml_collections.config_flags`. Before the flags
 are parsed, `check_overrides` turns an override of a key that does not exist into
-a one-line error that names the closest valid keys.
+a one-line error that names the closest valid keys. What a run directory records
+about its config (config.json, the check on a restart) is `jaxclr.runinfo`.
 """
 from __future__ import annotations
 
 import difflib
 import importlib.util
-import json
 import os
 import sys
 
@@ -59,26 +59,20 @@ def unknown_key_message(config, key: str) -> str | None:
     return f"unknown config key '{key}': {hint}"
 
 
-def check_overrides(argv, flag="config") -> None:
-    """Exits with a one-line error if any `--config.KEY=...` names a key the config lacks."""
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), None)
-    if spec is None:
+def check_overrides(argv, flag="config", default: str | None = None) -> None:
+    """Exits with a one-line error if any `--config.KEY=...` names a key the config lacks.
+
+    The config is the `--config=` of argv, else `default` (the flag's default file). With
+    neither, overrides are an error: there is no config file to apply them to.
+    """
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), default)
+    overrides = [a[len(flag) + 3:].split("=", 1)[0] for a in argv if a.startswith(f"--{flag}.")]
+    if not overrides:
         return
+    if spec is None:
+        sys.exit(f"error: --{flag}.{overrides[0]} needs --{flag}=FILE[:preset] to apply to")
     config = load(spec)
-    for arg in argv:
-        if arg.startswith(f"--{flag}."):
-            key = arg[len(flag) + 3:].split("=", 1)[0]
-            message = unknown_key_message(config, key)
-            if message:
-                sys.exit(f"error: {message}")
-
-
-def write(config, workdir: str) -> str:
-    """Writes the resolved config to workdir/config.json (and .txt); returns the json path."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    with open(path, "w") as f:
-        json.dump(config.to_dict(), f, indent=2, default=str)
-    with open(os.path.join(workdir, "config.txt"), "w") as f:
-        f.write(str(config))
-    return path
+    for key in overrides:
+        message = unknown_key_message(config, key)
+        if message:
+            sys.exit(f"error: {message}")

@@ -1,9 +1,12 @@
 """Evaluates the latest checkpoint of a run (zero-shot, retrieval, geometry).
 
-    python -m jaxclr.evaluate --config=configs/clip.py:tiny --workdir=runs/tiny
+    python -m jaxclr.evaluate --workdir=runs/tiny                                # the run's saved config
+    python -m jaxclr.evaluate --config=configs/clip.py:tiny --workdir=runs/tiny  # an explicit one
 
-Reads checkpoints read-only (safe next to a live training run), writes the
-results to the run's metric writers at the checkpoint's step, prints a table.
+Without --config the run's saved config (`runinfo.load_saved_config`) is used. Reads
+checkpoints read-only (safe next to a live training run), writes the results to the run's
+metric writers at the checkpoint's step under the train loop's names (`zeroshot/...`,
+`retrieval/...`, `geometry/...`), prints a table.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel
+from jaxclr import configlib, parallel, runinfo
 from jaxclr import state as state_lib
-from jaxclr.checkpoint import Checkpointer
+from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
@@ -24,7 +27,13 @@ from jaxclr.metrics import MetricWriter
 
 
 def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[str, float]]:
-    """Restores a checkpoint and runs every evaluator of config.eval; returns (step, results)."""
+    """Restores a checkpoint and runs every evaluator of config.eval; returns (step, results).
+
+    `config=None` uses the run's saved config (at `step`, or the newest); `step=None` the latest
+    checkpoint. Metric files are appended to, never truncated.
+    """
+    if config is None:
+        config = runinfo.load_saved_config(workdir, step)
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
     ckpt = Checkpointer(f"{workdir}/checkpoints", read_only=True)
@@ -37,28 +46,39 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[s
     datasets.ensure_prepared(config.data)
     eval_data = pipeline.eval_data(config)
     class_names = datasets.zero_shot_tasks(config.data)
-    embed_image, embed_text = state_lib.embed_fns(setup.graphdef, state["params"], mesh)
+    embed_image, embed_text = state_lib.embed_fns(setup.graphdef, mesh).bind(state["params"])
     results = runner.run_evals(config.eval, eval_data, class_names, config.data.max_len, embed_image, embed_text)
     with MetricWriter(workdir) as writer:
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+        writer.write_scalars(step, results)
     ckpt.close()
     return step, results
 
 
-def define_flags():
-    """Command-line flags, defined only when run as a program (so the module imports cleanly)."""
-    config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
-    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
-    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+def define_flags(flag_values=flags.FLAGS, argv=None):
+    """Command-line flags, defined only when run as a program (so the module imports cleanly).
+
+    `flag_values`/`argv` are for tests; the program uses absl's global flags and sys.argv.
+    """
+    config_flags.DEFINE_config_file("config", None, "Config file (path:preset); default: the run's config.json.",
+                                    flag_values=flag_values, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=flag_values)
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS.workdir:
+    workdir = flags.FLAGS.workdir
+    if not workdir:
         sys.exit("error: --workdir is required")
     absl_logging.set_verbosity(absl_logging.WARNING)
-    config = flags.FLAGS.config
-    step, results = evaluate(config, flags.FLAGS.workdir, flags.FLAGS.step)
+    try:
+        config = flags.FLAGS.config
+        if config is None:
+            config = runinfo.load_saved_config(workdir, flags.FLAGS.step)
+        step, results = evaluate(config, workdir, flags.FLAGS.step)
+    except (FileNotFoundError, CheckpointFormatError) as e:
+        sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(f"checkpoint step {step}")
         print(report_table(results, datasets.zero_shot_tasks(config.data)))

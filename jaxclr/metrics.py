@@ -30,35 +30,53 @@ class MetricWriter:
     so `tail -f metrics.jsonl` follows a run; a resumed run appends to the same file. Non-finite
     values are written as Python's json writes them (`NaN`, `Infinity`). `enabled=None` means
     "only on process 0", so every process can call the writer unconditionally.
+
+    `resume_step=S` is for a run that resumes from step S (the train loop passes it, 0 on a fresh
+    start; standalone evaluation does not): lines with step > S, written by the attempt that got
+    past S before it stopped, are dropped from metrics.jsonl (rewritten atomically), TensorBoard
+    hides the old events with step > S (`purge_step=S + 1`), and a write at step S leaves out
+    the names already logged at S. So each (step, name) appears once in metrics.jsonl.
     """
 
-    def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None):
+    def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None, resume_step: int | None = None):
         if enabled is None:
             import jax  # only needed to find the process index
 
             enabled = jax.process_index() == 0
         self.workdir = os.fspath(workdir)
         self.enabled = bool(enabled)
+        self.resume_step = None if resume_step is None else int(resume_step)
+        self._logged_at_resume: set[str] = set()   # names already in the file at resume_step
         self._tb = None
         self._jsonl = None
         if self.enabled:
             from tensorboardX import SummaryWriter
 
             os.makedirs(self.workdir, exist_ok=True)
-            self._tb = SummaryWriter(logdir=self.workdir)
             path = os.path.join(self.workdir, METRICS_FILE)
+            purge_step = None
+            if self.resume_step is not None:
+                self._logged_at_resume = drop_lines_after(path, self.resume_step)
+                purge_step = self.resume_step + 1
+            self._tb = SummaryWriter(logdir=self.workdir, purge_step=purge_step)
             self._jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the writer's life
 
     def _write_json(self, record: dict) -> None:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
 
+    def _new(self, step: int, names) -> list:
+        """The names not yet logged at `step` (all of them, except at the resume step)."""
+        return [n for n in names if step != self.resume_step or n not in self._logged_at_resume]
+
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         """Writes every `name: value` of `scalars` at `step` (values converted to float)."""
         if not self.enabled:
             return
         step = int(step)
-        values = {name: to_float(value) for name, value in scalars.items()}
+        values = {name: to_float(scalars[name]) for name in self._new(step, scalars)}
+        if not values:
+            return
         for name, value in values.items():
             self._tb.add_scalar(name, value, global_step=step)
         self._write_json({"step": step, **values})
@@ -68,6 +86,8 @@ class MetricWriter:
         if not self.enabled:
             return
         step = int(step)
+        if not self._new(step, [name]):
+            return
         self._tb.add_text(name, str(text), global_step=step)
         self._write_json({"step": step, name: str(text)})
 
@@ -89,6 +109,36 @@ class MetricWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def drop_lines_after(path: str, step: int) -> set[str]:
+    """Removes the lines with step > `step` (and unreadable ones) from a metrics file; returns the
+    names logged at `step`. The file is rewritten through a temporary file and a rename."""
+    if not os.path.exists(path):
+        return set()
+    kept, at_step, changed = [], set(), False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+                record_step = int(record["step"])
+            except (ValueError, TypeError, KeyError):   # e.g. a line cut short by a kill
+                changed = True
+                continue
+            if record_step > step:
+                changed = True
+                continue
+            if not line.endswith("\n"):
+                line, changed = line + "\n", True
+            kept.append(line)
+            if record_step == step:
+                at_step.update(k for k in record if k != "step")
+    if changed:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return at_step
 
 
 def format_duration(seconds: float) -> str:

@@ -8,6 +8,7 @@ pytrees that `jax.jit` shards with `NamedSharding`s. Shapes come from
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -55,9 +56,23 @@ def create(config, mesh) -> tuple[Setup, dict]:
     return setup_, state
 
 
-def embed_fns(graphdef, params, mesh):
-    """Host-side embedding functions for the evaluators (numpy in, numpy out)."""
+@dataclasses.dataclass(frozen=True)
+class EmbedFns:
+    """The two jitted embedding functions `(params, x) -> embeddings`, built once per run.
+
+    Params are an argument (not a closed-over constant), so every eval of a run reuses the
+    same compiled functions; `bind(params)` gives the host-side pair the evaluators call.
+    """
+    image: Callable
+    text: Callable
+
+    def bind(self, params) -> tuple[Callable, Callable]:
+        """(embed_image, embed_text) at these params: numpy in, numpy out."""
+        return (lambda x: np.asarray(self.image(params, x))), (lambda x: np.asarray(self.text(params, x)))
+
+
+def embed_fns(graphdef, mesh) -> EmbedFns:
+    """Jits the image and text towers of `graphdef` with replicated outputs (for the evaluators)."""
     out = parallel.replicated(mesh)
-    image = jax.jit(lambda p, x: nnx.merge(graphdef, p).embed_image(x), out_shardings=out)
-    text = jax.jit(lambda p, x: nnx.merge(graphdef, p).embed_text(x), out_shardings=out)
-    return (lambda x: np.asarray(image(params, x))), (lambda x: np.asarray(text(params, x)))
+    return EmbedFns(image=jax.jit(lambda p, x: nnx.merge(graphdef, p).embed_image(x), out_shardings=out),
+                    text=jax.jit(lambda p, x: nnx.merge(graphdef, p).embed_text(x), out_shardings=out))

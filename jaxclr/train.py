@@ -1,6 +1,10 @@
 """Trains a dual encoder from a config; re-running on the same workdir resumes.
 
     python -m jaxclr.train --config=configs/clip.py:tiny --workdir=runs/tiny --config.train.total_steps=500
+
+The first start records the resolved config and the environment in the workdir
+(`jaxclr.runinfo`); a restart must use the same config except for the keys in
+`runinfo.RESUMABLE_KEYS`, or pass `--config.train.allow_config_change=True`.
 """
 from __future__ import annotations
 
@@ -13,17 +17,20 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel
+from jaxclr import configlib, parallel, runinfo
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
-from jaxclr.checkpoint import Checkpointer
+from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter, Progress
 
+DEFAULT_CONFIG = "configs/default.py"
+
 
 def say(message: str) -> None:
+    """Prints on process 0 only."""
     if jax.process_index() == 0:
         print(message, flush=True)
 
@@ -33,13 +40,25 @@ def train(config, workdir: str) -> dict[str, float]:
     # ------------------------------------------------------------------ mesh
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
-    configlib.write(config, workdir)
     say(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices ({jax.process_count()} processes)")
     batch_size = int(config.train.batch_size)
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % n_batch_shards:
         raise ValueError(f"train.batch_size={batch_size} must be divisible by the {n_batch_shards} "
                          "data-parallel devices (mesh data x fsdp)")
+
+    # ------------------------------------------------------------ run directory
+    # Before any slow set-up: a restart with a changed config or an unreadable checkpoint stops
+    # here, having written nothing.
+    ckpt = Checkpointer(f"{workdir}/checkpoints", config.checkpoint.every, config.checkpoint.keep)
+    resume_step = ckpt.latest_step()
+    try:
+        if resume_step is not None:
+            ckpt.check_format(resume_step)
+        runinfo.check_and_record(config, workdir, resume_step or 0)
+    except Exception:
+        ckpt.close()
+        raise
 
     # ------------------------------------------------------------------ data
     if jax.process_index() == 0:   # one process builds an embedded dataset; the others wait for it
@@ -57,28 +76,37 @@ def train(config, workdir: str) -> dict[str, float]:
         train_step = step_lib.make_train_step(config, setup, mesh)
 
     # ------------------------------------------------------------ checkpoint
-    ckpt = Checkpointer(f"{workdir}/checkpoints", config.checkpoint.every, config.checkpoint.keep)
     start = 0
-    if ckpt.latest_step() is not None:
-        state = ckpt.restore(setup.abstract, data_iter=train_iter)
+    if resume_step is not None:
+        state = ckpt.restore(setup.abstract, data_iter=train_iter, step=resume_step)
         start = int(jax.device_get(state["step"]))
         say(f"resumed from step {start}")
 
     # ------------------------------------------------------------------ evals
     evaluators = runner.build_evaluators(config.eval, eval_data, class_names, config.data.max_len)
-    writer = MetricWriter(workdir)
+    embed = state_lib.embed_fns(setup.graphdef, mesh)   # compiled once, reused by every eval
+    writer = MetricWriter(workdir, resume_step=start)    # drops what a previous attempt logged after `start`
 
-    def run_evals(step):
-        embed_image, embed_text = state_lib.embed_fns(setup.graphdef, state["params"], mesh)
+    def run_evals(step, params):
+        embed_image, embed_text = embed.bind(params)
         results = runner.run_evals(config.eval, eval_data, class_names, config.data.max_len,
                                    embed_image, embed_text, evaluators)
         writer.write_scalars(step, results)
         return results
 
+    def close():
+        ckpt.close()
+        writer.close()
+
     # ------------------------------------------------------------------ loop
     total = int(config.train.total_steps)
     log_every = int(config.train.log_every)
-    progress = Progress(total, start_step=start)
+    stop_at = int(config.train.stop_at)
+    if stop_at and stop_at <= start < total:
+        say(f"already at step {start} >= train.stop_at={stop_at}; nothing to do")
+        close()
+        return {}
+    progress = Progress(total, start_step=start, printer=say)
     examples_since_log, last_log = 0, time.perf_counter()
     for step in range(start + 1, total + 1):
         batch = parallel.global_batch(next(train_iter), mesh)
@@ -93,27 +121,26 @@ def train(config, workdir: str) -> dict[str, float]:
             writer.write_scalars(step, metrics)
             progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
             examples_since_log = 0
-        ckpt.save(step, state, train_iter, force=step == total)
-        if config.train.stop_at and step >= config.train.stop_at:
-            say(f"stopping at step {step} (train.stop_at); run again to resume")
-            ckpt.close()
-            writer.close()
-            return {}
+        stopping = step == stop_at and step != total
+        ckpt.save(step, state, train_iter, force=step == total or stopping)
         if config.eval.every and step % config.eval.every == 0 and step != total:
-            run_evals(step)
+            run_evals(step, state["params"])
+        if stopping:
+            say(f"stopping at step {step} (train.stop_at), checkpoint saved; run again to resume")
+            close()
+            return {}
     bad = pipeline.bad_record_count()
     if bad:
         writer.write_scalars(total, {"data/bad_records": bad})
         say(f"skipped {bad} bad records: {pipeline.bad_record_stats()}")
-    results = run_evals(total)
-    ckpt.close()
-    writer.close()
+    results = run_evals(total, state["params"])
+    close()
     return results
 
 
 def define_flags():
     """Command-line flags, defined only when run as a program (so the module imports cleanly)."""
-    config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (path:preset).")
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file (path:preset).")
     flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.")
 
 
@@ -124,13 +151,16 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
     start = time.time()
     config = flags.FLAGS.config
-    results = train(config, flags.FLAGS.workdir)
+    try:
+        results = train(config, flags.FLAGS.workdir)
+    except (runinfo.ConfigChanged, CheckpointFormatError) as e:
+        sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(report_table(results, datasets.zero_shot_tasks(config.data)))
         print(f"wall time {time.time() - start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
-    configlib.check_overrides(sys.argv)
+    configlib.check_overrides(sys.argv, default=DEFAULT_CONFIG)
     define_flags()
     app.run(main)

@@ -1,5 +1,8 @@
-"""Tests for jaxclr.checkpoint: sharded round trip, interval/keep policy, grain position, kill-safety."""
+"""Tests for jaxclr.checkpoint: sharded round trip, interval/keep policy, grain position, kill-safety,
+format version."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +15,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxclr.checkpoint import Checkpointer
+from jaxclr import checkpoint
+from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12's name for a step that is still being written
@@ -220,3 +224,29 @@ def test_read_only_reader_leaves_a_live_save_alone(tmp_path, mesh):
     assert not reader.should_save(5) and not reader.save(5, make_state(mesh, 5.0), force=True)
     reader.close()
     assert in_flight.exists() and visible_steps(directory) == [1]
+
+
+def test_format_version_is_saved_and_checked(tmp_path, mesh, monkeypatch):
+    directory = tmp_path / "ckpt"
+    state = make_state(mesh, 2.0)
+    abstract = abstract_like(state, jax.tree.map(lambda x: x.sharding, state))
+    with Checkpointer(directory, every_steps=1) as ckpt:
+        ckpt.save(1, state)
+        ckpt.save(2, state)
+    assert json.loads((directory / "1" / "meta" / "metadata").read_text()) == {"format_version": 1}
+
+    def refusal(step):
+        with Checkpointer(directory, read_only=True) as reader, pytest.raises(CheckpointFormatError) as err:
+            reader.restore(abstract, step=step)
+        return str(err.value)
+
+    what_to_do = ("use the jaxclr version that wrote it (see the run's run_info.json for its git commit), "
+                  "or start a new workdir")
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 2)    # code that reads a newer format
+    assert refusal(1) == f"checkpoint {directory}/1 has format version 1, this code reads version 2; {what_to_do}"
+    monkeypatch.undo()
+    (directory / "1" / "meta" / "metadata").write_text(json.dumps({"format_version": 0}))
+    assert refusal(1) == f"checkpoint {directory}/1 has format version 0, this code reads version 1; {what_to_do}"
+    shutil.rmtree(directory / "2" / "meta")                 # written before checkpoints had a version
+    assert refusal(2) == (f"checkpoint {directory}/2 has format version none (no meta item), this code reads "
+                          f"version 1; {what_to_do}")

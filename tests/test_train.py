@@ -10,6 +10,8 @@ from jaxclr import configlib, evaluate, parallel, train
 from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer
 
+pytestmark = pytest.mark.slow   # every test here trains a tiny model end to end
+
 
 def tiny_run_config(data_dir):
     c = configlib.load("configs/clip.py:tiny")
@@ -74,10 +76,12 @@ def test_stopped_run_resumes_exactly(finished_run, tmp_path):
     config, workdir, _ = finished_run
     resumed = str(tmp_path / "resumed")
     stopped = tiny_run_config(config.data.data_dir)
-    stopped.train.stop_at = 13          # stops after step 13; the last checkpoint is step 8
+    stopped.train.stop_at = 13          # stops after step 13 and saves a checkpoint there
     assert train.train(stopped, resumed) == {}
-    assert Checkpointer(os.path.join(resumed, "checkpoints"), read_only=True).latest_step() == 8
-    train.train(tiny_run_config(config.data.data_dir), resumed)   # resumes from 8, runs to 24
+    reader = Checkpointer(os.path.join(resumed, "checkpoints"), read_only=True)
+    assert reader.all_steps() == [8, 13]
+    reader.close()
+    train.train(tiny_run_config(config.data.data_dir), resumed)   # resumes from 13, runs to 24
     want, got = final_params(config, workdir, 24), final_params(config, resumed, 24)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_array_equal(a, b)
