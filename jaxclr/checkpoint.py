@@ -18,6 +18,12 @@ writes in place and treats a step as finished only once `commit_success.txt` exi
 Leftover temporary directories are removed by a writable `Checkpointer` (in the background
 from its creation, finished before its first save or at `close`).
 
+Integrity: `restore_latest_good` restores the newest step that restores on every process.
+A step that fails (missing or corrupt files, metadata, or a process's data-iterator state) is
+reported in one line and moved aside as `<step>.corrupt` (a name orbax neither lists nor
+cleans up, so nothing is deleted), and the previous step is tried. A format-version mismatch
+is not corruption: it stops the run (`CheckpointFormatError`).
+
 Saves are asynchronous: `save` returns once the arrays are copied to host memory (so the
 caller may donate or overwrite them), and the files are written in a background thread. Call
 `wait()` before reading the files and `close()` at exit.
@@ -25,10 +31,15 @@ caller may donate or overwrite them), and the files are written in a background 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Self
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from grain.python import PyGrainCheckpointRestore, PyGrainCheckpointSave  # grain's orbax handler args
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 STATE_ITEM = "state"
@@ -38,8 +49,27 @@ META_ITEM = "meta"
 FORMAT_VERSION = 1
 
 
+CORRUPT_SUFFIX = ".corrupt"
+
+
 class CheckpointFormatError(ValueError):
     """A checkpoint has no format version or another one than this code reads."""
+
+
+class NoGoodCheckpoint(RuntimeError):
+    """A run directory has checkpoints, but none of them restores."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+def _all_processes_agree(ok: bool) -> bool:
+    """True when `ok` holds on every process (one small all-gather when there are several)."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
 class Checkpointer:
@@ -65,6 +95,7 @@ class Checkpointer:
         self.every_steps = every_steps
         self.keep = keep
         self.read_only = read_only
+        self._skipped: set[int] = set()   # steps a read-only checkpointer found bad
         options = ocp.CheckpointManagerOptions(
             # The policy form of `save_interval_steps=every_steps`, minus orbax's default
             # "always save when no checkpoint exists yet", which would write one at the first step.
@@ -129,6 +160,63 @@ class Checkpointer:
         restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
         return restored[STATE_ITEM]
 
+    def restore_latest_good(self, abstract_state: Any, data_iter: Any = None) -> tuple[int | None, Any]:
+        """(step, state) of the newest checkpoint that restores on every process.
+
+        Steps that fail to restore anywhere are reported in one line each and moved aside
+        (`moved_aside`), newest first, until one restores. Returns (None, None) for a directory
+        without checkpoints. Raises `NoGoodCheckpoint` when checkpoints exist (or were moved aside
+        earlier) but none restores, and `CheckpointFormatError` for another format version.
+        """
+        self.wait()
+        for step in reversed([s for s in self.all_steps() if s not in self._skipped]):
+            error = None
+            try:
+                state = self.restore(abstract_state, data_iter, step)
+            except CheckpointFormatError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure to read a step makes it a bad step
+                error = e
+            if _all_processes_agree(error is None):
+                return step, state
+            reason = _one_line(error) if error is not None else "it failed on another process"
+            moved = self._move_aside(step)
+            where = f"moved aside to {moved}" if moved else "skipped (read-only)"
+            if jax.process_index() == 0:
+                print(f"warning: checkpoint {self.directory}/{step} does not restore ({reason}); "
+                      f"{where}; trying the previous one", file=sys.stderr, flush=True)
+        if self._skipped:
+            raise NoGoodCheckpoint(f"no checkpoint in {self.directory} restores (steps {sorted(self._skipped)})")
+        if self.moved_aside():
+            raise NoGoodCheckpoint(
+                f"no checkpoint in {self.directory} restores (moved aside: "
+                f"{', '.join(p.name for p in self.moved_aside())}); move one back to retry it, or start a new workdir")
+        return None, None
+
+    def moved_aside(self) -> list[epath.Path]:
+        """Step directories moved aside by `restore_latest_good`, sorted by name."""
+        root = epath.Path(self.directory)
+        return sorted(root.glob(f"*{CORRUPT_SUFFIX}*")) if root.exists() else []
+
+    def _move_aside(self, step: int) -> epath.Path | None:
+        """Renames step directory `step` to `<step>.corrupt[-k]` (process 0; all processes wait).
+        A read-only checkpointer moves nothing (returns None) and only skips the step."""
+        root = epath.Path(self.directory)
+        if self.read_only:
+            self._skipped.add(int(step))
+            return None
+        target = root / f"{step}{CORRUPT_SUFFIX}"
+        k = 0
+        while target.exists():
+            k += 1
+            target = root / f"{step}{CORRUPT_SUFFIX}-{k}"
+        if jax.process_index() == 0:
+            (root / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"jaxclr: checkpoint {step} moved aside")
+        self._manager.reload()
+        return target
+
     def format_version(self, step: int) -> int | None:
         """The format version stored in the checkpoint at `step` (None: it has no meta item)."""
         try:
@@ -138,9 +226,18 @@ class Checkpointer:
         meta = meta[META_ITEM]
         return meta.get("format_version") if isinstance(meta, dict) else None
 
-    def check_format(self, step: int) -> None:
-        """Raises `CheckpointFormatError` unless the checkpoint at `step` has FORMAT_VERSION."""
-        version = self.format_version(step)
+    def check_format(self, step: int, unreadable_ok: bool = False) -> None:
+        """Raises `CheckpointFormatError` unless the checkpoint at `step` has FORMAT_VERSION.
+
+        With `unreadable_ok`, a version that cannot be read at all (a damaged step, which
+        `restore_latest_good` moves aside later) passes instead of raising its read error.
+        """
+        try:
+            version = self.format_version(step)
+        except Exception:  # noqa: BLE001
+            if unreadable_ok:
+                return
+            raise
         if version != FORMAT_VERSION:
             shown = "none (no meta item)" if version is None else version
             raise CheckpointFormatError(

@@ -37,12 +37,14 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[s
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
     ckpt = Checkpointer(f"{workdir}/checkpoints", read_only=True)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (python -m jaxclr.train)")
     with jax.set_mesh(mesh):
         setup, _ = state_lib.setup(config, mesh)
-        state = ckpt.restore(setup.abstract, step=step)
+        if step is None:   # the newest step that restores (a damaged one is reported and skipped)
+            step, state = ckpt.restore_latest_good(setup.abstract)
+        else:
+            state = ckpt.restore(setup.abstract, step=step)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (python -m jaxclr.train)")
     datasets.ensure_prepared(config.data)
     eval_data = pipeline.eval_data(config)
     class_names = datasets.zero_shot_tasks(config.data)

@@ -250,3 +250,83 @@ def test_format_version_is_saved_and_checked(tmp_path, mesh, monkeypatch):
     shutil.rmtree(directory / "2" / "meta")                 # written before checkpoints had a version
     assert refusal(2) == (f"checkpoint {directory}/2 has format version none (no meta item), this code reads "
                           f"version 1; {what_to_do}")
+
+
+# ------------------------------------------------------------------ integrity: fall back to a good step
+
+def _three_checkpoints(tmp_path, mesh):
+    """Steps 1, 2, 3 with states scaled 1, 2, 3, plus a grain iterator position in each."""
+    directory = tmp_path / "ckpt"
+    it = iter(grain.MapDataset.range(100).to_iter_dataset())
+    with Checkpointer(directory, every_steps=1, keep=None) as ckpt:
+        for step in (1, 2, 3):
+            next(it)
+            ckpt.save(step, make_state(mesh, scale=float(step)), it)
+    return directory
+
+
+def _damage(step_dir, how):
+    if how == "state_metadata":     # the case that used to give a misleading pytree structure error
+        os.remove(next(p for p in (step_dir / "state").rglob("_METADATA")))
+    elif how == "array_files":
+        for p in (step_dir / "state").rglob("*"):
+            if p.is_file() and p.name not in ("_METADATA", "_CHECKPOINT_METADATA", "_sharding"):
+                p.write_bytes(b"\0garbage")
+    elif how == "data_item":
+        shutil.rmtree(step_dir / "data")
+    elif how == "meta_item":
+        (next(p for p in (step_dir / "meta").rglob("*") if p.is_file())).write_text("{not json")
+    else:
+        raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["state_metadata", "array_files", "data_item", "meta_item"])
+def test_damaged_latest_step_is_moved_aside_and_the_previous_restores(tmp_path, mesh, how, capsys):
+    directory = _three_checkpoints(tmp_path, mesh)
+    _damage(directory / "3", how)
+    expected = jax.tree.map(np.asarray, make_state(mesh, scale=2.0))
+    shardings = jax.tree.map(lambda x: x.sharding, make_state(mesh))
+    it = iter(grain.MapDataset.range(100).to_iter_dataset())
+    with Checkpointer(directory, every_steps=1) as ckpt:
+        ckpt.check_format(3, unreadable_ok=True)   # the train loop's early check lets damage through
+        step, state = ckpt.restore_latest_good(abstract_like(expected, shardings), data_iter=it)
+        assert step == 2 and ckpt.all_steps() == [1, 2]
+    assert_tree_equal(state, expected)
+    assert next(it) == 2                            # the iterator resumes where step 2 left it
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "/3 does not restore" in warning[0] and "moved aside" in warning[0]
+    assert (directory / "3.corrupt").is_dir()       # moved aside, never deleted
+    assert visible_steps(directory) == [1, 2]
+
+
+def test_no_restorable_step_is_one_clear_error_and_nothing_is_deleted(tmp_path, mesh):
+    directory = _three_checkpoints(tmp_path, mesh)
+    for step in (1, 2, 3):
+        _damage(directory / str(step), "state_metadata")
+    abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
+    with Checkpointer(directory, every_steps=1) as ckpt:
+        with pytest.raises(checkpoint.NoGoodCheckpoint, match="no checkpoint in .* restores") as err:
+            ckpt.restore_latest_good(abstract)
+    assert "\n" not in str(err.value)
+    assert sorted(os.listdir(directory)) == ["1.corrupt", "2.corrupt", "3.corrupt"]
+    # A later start does not silently begin afresh over them.
+    with Checkpointer(directory, every_steps=1) as ckpt, pytest.raises(checkpoint.NoGoodCheckpoint):
+        ckpt.restore_latest_good(abstract)
+
+
+def test_empty_directory_restores_nothing(tmp_path, mesh):
+    abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
+    with Checkpointer(tmp_path / "fresh", every_steps=1) as ckpt:
+        assert ckpt.restore_latest_good(abstract) == (None, None)
+
+
+def test_read_only_reader_skips_a_damaged_step_without_moving_it(tmp_path, mesh):
+    directory = _three_checkpoints(tmp_path, mesh)
+    _damage(directory / "3", "state_metadata")
+    expected = jax.tree.map(np.asarray, make_state(mesh, scale=2.0))
+    ckpt = Checkpointer(directory, read_only=True)
+    step, state = ckpt.restore_latest_good(abstract_like(expected, jax.tree.map(lambda x: x.sharding,
+                                                                                make_state(mesh))))
+    ckpt.close()
+    assert step == 2 and visible_steps(directory) == [1, 2, 3]
+    assert_tree_equal(state, expected)

@@ -85,3 +85,24 @@ def test_stopped_run_resumes_exactly(finished_run, tmp_path):
     want, got = final_params(config, workdir, 24), final_params(config, resumed, 24)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_damaged_latest_checkpoint_falls_back_and_resumes_exactly(finished_run, tmp_path, capsys):
+    """The newest checkpoint is damaged: the run reports it in one line, moves it aside, resumes
+    from the previous good step and ends bit-identical to the undamaged run."""
+    import shutil
+    config, workdir, _ = finished_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    ckpt_dir = os.path.join(copy, "checkpoints")
+    for root, _, files in os.walk(os.path.join(ckpt_dir, "24", "state")):
+        for name in files:
+            if name == "_METADATA":
+                os.remove(os.path.join(root, name))
+    train.train(tiny_run_config(config.data.data_dir), copy)
+    err = capsys.readouterr().err
+    assert sum("24 does not restore" in line for line in err.splitlines()) == 1
+    assert os.path.isdir(os.path.join(ckpt_dir, "24.corrupt"))
+    want, got = final_params(config, workdir, 24), final_params(config, copy, 24)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_array_equal(a, b)
