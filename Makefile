@@ -1,19 +1,34 @@
 # Every target bootstraps .venv (Python >= 3.11, pip) when it is missing.
 # make train WORKDIR=runs/seed1 ARGS=--config.seed=1   passes config overrides.
+# make ACCEL=tpu train | make ACCEL=cuda12 train       installs jax for that accelerator (default: CPU jaxlib).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+ACCEL ?=
+ifneq ($(filter-out tpu cuda12,$(ACCEL)),)
+$(error ACCEL=$(ACCEL): use ACCEL=tpu, ACCEL=cuda12, or leave it empty for CPU)
+endif
+comma := ,
+EXTRAS := test$(if $(ACCEL),$(comma)$(ACCEL))
+# One stamp per accelerator: switching ACCEL finds no stamp and reinstalls, removing the other's plugin.
+STAMP := $(VENV)/.installed-$(or $(ACCEL),cpu)
+PLUGINS_tpu := libtpu
+PLUGINS_cuda12 := jax-cuda12-plugin jax-cuda12-pjrt
+OTHER_PLUGINS := $(filter-out $(PLUGINS_$(ACCEL)),$(PLUGINS_tpu) $(PLUGINS_cuda12))
 WORKDIR ?= runs/default
 ARGS ?=
 
-.PHONY: train test test-fast bench lint clean
+.PHONY: install train test test-fast bench lint clean
+
+install: $(STAMP)
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	rm -f $(VENV)/.installed*
+	$(PY) -m pip uninstall --quiet --quiet --yes $(OTHER_PLUGINS)
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	echo '$(or $(ACCEL),cpu)' > $(STAMP)
 
 train: $(STAMP)
 	$(PY) -m jaxclr.train --config=configs/default.py --workdir=$(WORKDIR) $(ARGS)

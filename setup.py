@@ -1,6 +1,8 @@
 """jaxclr: large-batch multimodal contrastive pretraining in JAX/Flax."""
 from setuptools import find_packages, setup
 
+JAX_BOUNDS = ">=0.10.2,<0.11"  # the accelerator extras use the same bounds as the jax pin below (a test checks)
+
 setup(
     name="jaxclr",
     version="0.1.0",
@@ -22,5 +24,13 @@ setup(
         "scikit-learn>=1.3",
         "numpy>=1.26",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+        # Accelerators: `make ACCEL=tpu|cuda12 ...` installs '.[test,<ACCEL>]'. Both wheels are on PyPI
+        # (libtpu and jax-cuda12-plugin[with-cuda]); no -f/--find-links URL is needed for jax >= 0.4.3x.
+        "tpu": [f"jax[tpu]{JAX_BOUNDS}"],
+        "cuda12": [f"jax[cuda12]{JAX_BOUNDS}"],
+        # gs:// workdirs and data dirs: etils.epath (orbax, tfds) reads them through fsspec + gcsfs.
+        "gcs": ["gcsfs"],
+    },
 )

@@ -1,7 +1,8 @@
 """Devices and shardings: multi-host start-up, the mesh, param and batch shardings.
 
 - `initialize()` starts `jax.distributed` when the environment says there are
-  several processes (TPU pod, SLURM, or an explicit coordinator address).
+  several processes (TPU pod, SLURM, or an explicit coordinator address); the
+  pure `distributed_args(environ)` reads the environment.
 - `make_mesh(config.mesh)` builds a ('data', 'fsdp', 'model') mesh with Auto axes.
 - The batch is split over ('data', 'fsdp'); each process reads only its rows and
   `global_batch` assembles global arrays from the process-local data.
@@ -24,25 +25,95 @@ BATCH_AXES = ("data", "fsdp")
 log = logging.getLogger(__name__)
 
 
+# jax.distributed.initialize() auto-detects these clusters when called without arguments (jax 0.10,
+# jax/_src/clusters): SLURM needs every task started by `srun`, which sets the variables below (the
+# coordinator is the first host of SLURM_STEP_NODELIST, port derived from SLURM_JOB_ID; each task
+# drives GPU number SLURM_LOCALID, so every task must see all of its node's GPUs: use
+# --gpus-per-node, not --gpus-per-task/--gpu-bind, or set JAX_LOCAL_DEVICE_IDS); a GKE TPU slice sets
+# TPU_WORKER_HOSTNAMES + TPU_WORKER_ID; a GCE TPU VM pod (gcloud ... ssh --worker=all) sets no
+# variable at all: jax asks the metadata server, so the launcher opts in with JAXCLR_DISTRIBUTED=1.
+SLURM_STEP_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID")
+EXPLICIT_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def _require(environ, name: str) -> str:
+    if not (raw := environ.get(name, "")):
+        raise ValueError(f"{name} is not set; an explicit coordinator needs all of {', '.join(EXPLICIT_VARS)}")
+    return raw
+
+
+def _int(environ, name: str, lo: int, hi: int | None = None) -> int:
+    raw = _require(environ, name)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < lo or (hi is not None and value >= hi):
+        raise ValueError(f"{name}={value} must be >= {lo}" + ("" if hi is None else f" and < {hi}"))
+    return value
+
+
+def _explicit_args(environ) -> dict:
+    address = _require(environ, "JAX_COORDINATOR_ADDRESS")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"JAX_COORDINATOR_ADDRESS={address!r} must be host:port, e.g. localhost:12355")
+    num_processes = _int(environ, "JAX_NUM_PROCESSES", 1)
+    args = dict(coordinator_address=address, num_processes=num_processes,
+                process_id=_int(environ, "JAX_PROCESS_ID", 0, num_processes))
+    if ids := environ.get("JAX_LOCAL_DEVICE_IDS", ""):
+        try:
+            args["local_device_ids"] = [int(i) for i in ids.split(",")]
+        except ValueError:
+            raise ValueError(f"JAX_LOCAL_DEVICE_IDS={ids!r} must be comma-separated device numbers, e.g. 0,1") from None
+    return args
+
+
+def distributed_args(environ) -> dict | None:
+    """Keyword arguments for jax.distributed.initialize() from `environ`; None means a single process.
+
+    In order: JAXCLR_DISTRIBUTED=0 forces one process and =1 forces auto-detection ({}); an explicit
+    coordinator (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, optional
+    JAX_LOCAL_DEVICE_IDS; any one of the first three asks for all); SLURM with SLURM_NTASKS > 1 and a
+    TPU slice with several TPU_WORKER_HOSTNAMES give {} (jax auto-detects them). A missing or garbled
+    variable raises a one-line ValueError that names it.
+    """
+    forced = environ.get("JAXCLR_DISTRIBUTED", "")
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"JAXCLR_DISTRIBUTED={forced!r} must be 0 (one process) or 1 (auto-detect the cluster)")
+    if forced == "0":
+        return None
+    if any(environ.get(v) for v in EXPLICIT_VARS):
+        return _explicit_args(environ)
+    if forced == "1":
+        return {}
+    ntasks = environ.get("SLURM_NTASKS", "")
+    if ntasks:
+        try:
+            several = int(ntasks) > 1
+        except ValueError:
+            raise ValueError(f"SLURM_NTASKS={ntasks!r} is not an integer") from None
+        if several:
+            if missing := [v for v in SLURM_STEP_VARS if not environ.get(v)]:
+                raise ValueError(f"{missing[0]} is not set but SLURM_NTASKS={ntasks}: start every task with "
+                                 "`srun` (or set JAXCLR_DISTRIBUTED=0 for one process)")
+            return {}
+    if len([h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]) > 1:
+        return {}
+    return None
+
+
 def multi_process_env() -> bool:
     """True when launched as one of several processes (TPU pod, SLURM, explicit coordinator)."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        return True
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        return True
-    return len([h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+    return distributed_args(os.environ) is not None
 
 
 def initialize() -> None:
-    """Calls jax.distributed.initialize() once when running multi-process; no-op otherwise."""
-    if not multi_process_env() or jax.distributed.is_initialized():
+    """Calls jax.distributed.initialize(**distributed_args(os.environ)) once; no-op for one process."""
+    args = distributed_args(os.environ)
+    if args is None or jax.distributed.is_initialized():
         return
-    kwargs = {}
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                      process_id=int(os.environ["JAX_PROCESS_ID"]))
-    jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(**args)
     log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count())
 
