@@ -95,6 +95,8 @@ def get_config(arg="tiny"):
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
     c.train.log_every = 50 if tiny else 100
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
+    c.train.on_nonfinite = "stop"   # non-finite loss/grads: update skipped; 'stop' (raise) or 'skip' (count, go on)
+    c.train.max_skips = 10          # 'skip': stop after this many skipped steps in a row
     c.train.allow_config_change = False  # True: resume even though the config differs from the run's config.json
 
     c.checkpoint = ml_collections.ConfigDict()

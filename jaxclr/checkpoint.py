@@ -46,7 +46,7 @@ STATE_ITEM = "state"
 DATA_ITEM = "data"
 META_ITEM = "meta"
 # Bump when the layout of a checkpoint (items, state tree) changes so that old ones no longer restore.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 CORRUPT_SUFFIX = ".corrupt"

@@ -2,9 +2,12 @@
 
 Configs are `ml_collections.ConfigDict`s returned by `get_config(arg)` in a file
 under configs/ and loaded through `ml_collections.config_flags`. Before the flags
-are parsed, `check_overrides` turns an override of a key that does not exist into
-a one-line error that names the closest valid keys. What a run directory records
-about its config (config.json, the check on a restart) is `jaxclr.runinfo`.
+are parsed, `check_overrides` turns an override of a key that does not exist (or a
+config file that does not load) into one-line errors that name the closest valid keys.
+Command-line mains report usage errors with `exit_with_errors`: one `error: ...` line
+each on stderr and exit code 2; the checks of the config's values are
+`jaxclr.validate`. What a run directory records about its config (config.json, the
+check on a restart) is `jaxclr.runinfo`.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import difflib
 import importlib.util
 import os
 import sys
+from typing import NoReturn
 
 import ml_collections
 
@@ -50,29 +54,45 @@ def flat_keys(config, prefix="") -> list[str]:
 
 
 def unknown_key_message(config, key: str) -> str | None:
-    """None if `key` (dotted) exists in config, else a one-line message naming the closest keys."""
+    """None if `key` (dotted) exists in config, else `<key>: unknown config key; ...` naming the closest keys."""
     keys = flat_keys(config)
     if key in keys:
         return None
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "see the config file for valid keys."
-    return f"unknown config key '{key}': {hint}"
+    return f"{key}: unknown config key; {hint}"
+
+
+def override_problems(argv, flag="config", default: str | None = None) -> list[str]:
+    """One line per problem of the `--config.KEY=...` overrides in argv ([] if none).
+
+    The config is the `--config=` of argv, else `default` (the flag's default file). With
+    neither, overrides are a problem: there is no config file to apply them to. A config
+    file named by `--config=` that does not load (no such file, unknown preset) is one too.
+    """
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), None)
+    spec = given or default
+    overrides = [a[len(flag) + 3:].split("=", 1)[0] for a in argv if a.startswith(f"--{flag}.")]
+    if not overrides and given is None:
+        return []
+    if spec is None:
+        return [f"--{flag}.{overrides[0]}: needs --{flag}=FILE[:preset] to apply to"]
+    try:
+        config = load(spec)
+    except (FileNotFoundError, ValueError) as e:
+        return [f"--{flag}={spec}: {e}"]
+    return [m for m in (unknown_key_message(config, key) for key in overrides) if m]
+
+
+def exit_with_errors(problems) -> NoReturn:
+    """Prints each problem as one line `error: <problem>` on stderr and exits with code 2 (a usage error)."""
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
 
 
 def check_overrides(argv, flag="config", default: str | None = None) -> None:
-    """Exits with a one-line error if any `--config.KEY=...` names a key the config lacks.
-
-    The config is the `--config=` of argv, else `default` (the flag's default file). With
-    neither, overrides are an error: there is no config file to apply them to.
-    """
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), default)
-    overrides = [a[len(flag) + 3:].split("=", 1)[0] for a in argv if a.startswith(f"--{flag}.")]
-    if not overrides:
-        return
-    if spec is None:
-        sys.exit(f"error: --{flag}.{overrides[0]} needs --{flag}=FILE[:preset] to apply to")
-    config = load(spec)
-    for key in overrides:
-        message = unknown_key_message(config, key)
-        if message:
-            sys.exit(f"error: {message}")
+    """Exits (code 2, `error: ...` lines) if `override_problems` finds any; see there."""
+    problems = override_problems(argv, flag, default)
+    if problems:
+        exit_with_errors(problems)

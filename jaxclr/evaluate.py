@@ -17,7 +17,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, runinfo
+from jaxclr import configlib, parallel, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 from jaxclr.data import datasets, pipeline
@@ -72,12 +72,16 @@ def main(argv):
     del argv
     workdir = flags.FLAGS.workdir
     if not workdir:
-        sys.exit("error: --workdir is required")
-    absl_logging.set_verbosity(absl_logging.WARNING)
+        configlib.exit_with_errors(["--workdir: is required; pass --workdir=DIR (the run directory)"])
+    config = flags.FLAGS.config
     try:
-        config = flags.FLAGS.config
         if config is None:
             config = runinfo.load_saved_config(workdir, flags.FLAGS.step)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    validate.check_or_exit(config, training=False)   # one `error: <key>: ...` line per problem, exit code 2
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
         step, results = evaluate(config, workdir, flags.FLAGS.step)
     except (FileNotFoundError, CheckpointFormatError) as e:
         sys.exit(f"error: {e}")

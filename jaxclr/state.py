@@ -41,7 +41,10 @@ def setup(config, mesh):
     def init():
         _, params = nnx.split(_model(config, seed), nnx.Param)
         return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32),
-                "rng": jax.random.key_data(jax.random.key(seed))}
+                "rng": jax.random.key_data(jax.random.key(seed)),
+                # the non-finite guard's counters (jaxclr.step)
+                "skipped": jnp.zeros((), jnp.int32), "skips_in_a_row": jnp.zeros((), jnp.int32),
+                "max_skips_in_a_row": jnp.zeros((), jnp.int32)}
 
     shapes = jax.eval_shape(init)
     shardings = parallel.param_shardings(shapes, mesh)

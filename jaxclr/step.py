@@ -9,8 +9,24 @@ back-propagated with its slice of those cached embedding gradients. Loss and
 gradients equal k = 1 up to float32 rounding. (Plain gradient accumulation is
 NOT equivalent for contrastive losses: each micro-batch would see fewer
 negatives.)
+
+Non-finite guard: when the loss, any gradient or the updated params / optimiser state are not
+all finite, the step keeps the old params and optimiser state (an exact `jnp.where` over the
+whole tree, so nothing non-finite is ever written, not even in part) and counts the step as
+skipped in the state (`skipped`, `skips_in_a_row`, `max_skips_in_a_row`). The step counter
+still advances: the skipped step's batch is consumed and its step number (which seeds the step's
+RNG) is used up, so data order and RNG stay tied to the step. The optimiser's own count does not
+advance (its state is kept whole), so the lr schedule and Adam's bias correction count applied
+updates; the logged `lr` is the one applied, `schedule(step - skipped)`.
+
+The host reads the flags only where it syncs anyway (log, checkpoint and eval steps):
+`NonFiniteGuard` compares the counters with the previous look and applies `train.on_nonfinite`:
+'stop' raises `NonFiniteLoss` at the first look that finds a skipped step; 'skip' logs the
+skips and raises once `train.max_skips` consecutive updates have been skipped.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +35,18 @@ from flax import nnx
 
 from jaxclr import optim, parallel
 from jaxclr.losses import objective
+
+ON_NONFINITE = ("stop", "skip")     # the values of train.on_nonfinite
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training hit a non-finite loss, gradient or update and `train.on_nonfinite` says stop."""
+
+
+def all_finite(tree) -> jax.Array:
+    """Scalar bool: every floating-point leaf of ``tree`` is finite (integer leaves always are)."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return functools.reduce(jnp.logical_and, flags, jnp.bool_(True))
 
 
 def split_micro(x, k):
@@ -72,23 +100,104 @@ def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh
 
 
 def make_train_step(config, setup, mesh):
-    """jit-compiled (state, batch) -> (state, metrics), state donated, shardings explicit."""
+    """jit-compiled (state, batch) -> (state, metrics), state donated, shardings explicit.
+
+    Metrics: loss, loss/<term>, scale, bias, grad_norm, lr; the guard's ``nonfinite`` (1.0 when
+    this step's update was skipped), ``nonfinite/<what>`` for what was not finite (loss,
+    loss/<term>, grads, update = the new params or optimiser state), and the counters
+    ``train/skipped_steps``, ``train/skips_in_a_row``, ``train/max_skips_in_a_row``.
+    """
     lr = optim.schedule(config.optim, config.train.total_steps)
     micro = int(config.train.micro_batches)
 
     def train_step(state, batch):
-        params = state["params"]
+        params, opt_state = state["params"], state["opt_state"]
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         total, terms, grads = loss_and_grads(setup.graphdef, params, batch, rng, config.loss, micro, mesh)
-        updates, opt_state = setup.optimizer.update(grads, state["opt_state"], params)
-        params = optim.project(optax.apply_updates(params, updates), config.model.max_scale)
+        updates, new_opt_state = setup.optimizer.update(grads, opt_state, params)
+        new_params = optim.project(optax.apply_updates(params, updates), config.model.max_scale)
+
+        # Non-finite guard (module docstring): keep the old params and optimiser state unless
+        # everything that went into and came out of the update is finite.
+        bad = {"loss": ~jnp.isfinite(total), **{f"loss/{k}": ~jnp.isfinite(v) for k, v in terms.items()},
+               "grads": ~all_finite(grads), "update": ~all_finite((new_params, new_opt_state))}
+        ok = ~functools.reduce(jnp.logical_or, bad.values())
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                                         (new_params, new_opt_state), (params, opt_state))
+        skip = (~ok).astype(jnp.int32)
+        in_a_row = jnp.where(ok, 0, state["skips_in_a_row"] + 1)
+        counters = {"skipped": state["skipped"] + skip, "skips_in_a_row": in_a_row,
+                    "max_skips_in_a_row": jnp.maximum(state["max_skips_in_a_row"], in_a_row)}
+
         model = nnx.merge(setup.graphdef, params)
         metrics = {"loss": total, **{f"loss/{k}": v for k, v in terms.items()},
-                   "scale": model.scale(), "bias": model.bias(),
-                   "grad_norm": optax.global_norm(grads), "lr": lr(state["step"])}
-        new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
+                   "scale": model.scale(), "bias": model.bias(), "grad_norm": optax.global_norm(grads),
+                   "lr": lr(state["step"] - state["skipped"]),   # the optimiser counts applied updates only
+                   "nonfinite": skip.astype(jnp.float32),
+                   **{f"nonfinite/{k}": v.astype(jnp.float32) for k, v in bad.items()},
+                   "train/skipped_steps": counters["skipped"], "train/skips_in_a_row": in_a_row,
+                   "train/max_skips_in_a_row": counters["max_skips_in_a_row"]}
+        new_state = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1, **counters}
         return new_state, metrics
 
     batch_sh = {"image": parallel.batch_sharding(mesh), "text": parallel.batch_sharding(mesh)}
     return jax.jit(train_step, in_shardings=(setup.shardings, batch_sh),
                    out_shardings=(setup.shardings, parallel.replicated(mesh)), donate_argnums=0)
+
+
+class NonFiniteGuard:
+    """Host side of the non-finite guard: applies ``train.on_nonfinite`` to the step's counters.
+
+    Built when the train loop is set up, which validates ``train.on_nonfinite`` ('stop' or
+    'skip') and ``train.max_skips`` on every run. ``check(step, metrics)`` takes the fetched
+    metrics of a step where the loop syncs anyway (log, checkpoint, eval); it compares the
+    skip count with the previous check's and raises ``NonFiniteLoss`` for 'stop' at the first
+    new skip, and for 'skip' once ``max_skips`` consecutive updates have been skipped; otherwise
+    it returns a line about the new skips to print (None when there are none).
+    """
+
+    def __init__(self, train_cfg, start_step: int, skipped: int = 0):
+        self.mode = train_cfg.on_nonfinite
+        if self.mode not in ON_NONFINITE:
+            raise ValueError(f"train.on_nonfinite={self.mode!r} is not one of the allowed values "
+                             f"{', '.join(map(repr, ON_NONFINITE))}")
+        self.max_skips = int(train_cfg.max_skips)
+        if self.max_skips < 1:
+            raise ValueError(f"train.max_skips must be >= 1, got {self.max_skips}")
+        self.checked_step = int(start_step)    # the step of the previous check
+        self.skipped = int(skipped)            # the skip count seen by the previous check
+
+    def check(self, step: int, metrics: dict[str, float]) -> str | None:
+        skipped = int(metrics["train/skipped_steps"])
+        new, since = skipped - self.skipped, self.checked_step
+        self.skipped, self.checked_step = skipped, step
+        too_many = int(metrics["train/max_skips_in_a_row"]) >= self.max_skips
+        if not new and not too_many:
+            return None
+        what = _describe(step, since, new, int(metrics["train/skips_in_a_row"]), metrics)
+        if self.mode == "stop":
+            raise NonFiniteLoss(f"{what}; stopped (train.on_nonfinite='stop'), no checkpoint of this step: lower "
+                                "optim.lr (or raise optim.warmup_steps), check the data, or set "
+                                "train.on_nonfinite='skip' to skip such steps")
+        if too_many:
+            raise NonFiniteLoss(f"{what}; stopped after {int(metrics['train/max_skips_in_a_row'])} skipped "
+                                f"steps in a row (train.max_skips={self.max_skips}): lower optim.lr (or raise "
+                                "optim.warmup_steps) or check the data")
+        return f"{what}; skipped ({skipped} skipped in all, train.on_nonfinite='skip')"
+
+
+def _describe(step: int, since: int, new: int, in_a_row: int, metrics: dict[str, float]) -> str:
+    """'non-finite loss/gradients at step(s) ...: <what was not finite at `step`>' for a message."""
+    if new and in_a_row >= new:       # the new skips are the last `new` steps up to `step`
+        where = f"step {step}" if new == 1 else f"steps {step - new + 1}-{step}"
+    elif new:
+        where = f"{new} of steps {since + 1}-{step}"
+    else:                             # only after a resume with a lower train.max_skips
+        where = f"steps before step {since + 1}"
+    if metrics.get("nonfinite"):
+        names = sorted((k.removeprefix("nonfinite/") for k, v in metrics.items() if k.startswith("nonfinite/") and v),
+                       key=lambda name: (not name.startswith("loss"), name))   # loss, loss/<term>, grads, update
+        seen = f"non-finite at step {step}: {', '.join(names)}"
+    else:
+        seen = f"step {step} itself was finite (train.log_every=1 shows which terms)"
+    return f"non-finite loss or gradients at {where}, not applied ({seen})"

@@ -17,10 +17,10 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, runinfo
+from jaxclr import configlib, parallel, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
-from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
+from jaxclr.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
@@ -37,6 +37,7 @@ def say(message: str) -> None:
 
 def train(config, workdir: str) -> dict[str, float]:
     """Runs (or resumes) training; returns the final eval metrics."""
+    validate.check(config)   # every problem of the config at once (ConfigError), before anything is built
     # ------------------------------------------------------------------ mesh
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
@@ -53,8 +54,8 @@ def train(config, workdir: str) -> dict[str, float]:
     ckpt = Checkpointer(f"{workdir}/checkpoints", config.checkpoint.every, config.checkpoint.keep)
     resume_step = ckpt.latest_step()
     try:
-        if resume_step is not None:
-            ckpt.check_format(resume_step)
+        if resume_step is not None:   # another format stops here; a damaged step is dealt with below
+            ckpt.check_format(resume_step, unreadable_ok=True)
         runinfo.check_and_record(config, workdir, resume_step or 0)
     except Exception:
         ckpt.close()
@@ -77,8 +78,9 @@ def train(config, workdir: str) -> dict[str, float]:
 
     # ------------------------------------------------------------ checkpoint
     start = 0
-    if resume_step is not None:
-        state = ckpt.restore(setup.abstract, data_iter=train_iter, step=resume_step)
+    restored_step, restored = ckpt.restore_latest_good(setup.abstract, data_iter=train_iter)
+    if restored_step is not None:   # the newest step that restores; damaged newer ones are moved aside
+        state = restored
         start = int(jax.device_get(state["step"]))
         say(f"resumed from step {start}")
 
@@ -102,6 +104,11 @@ def train(config, workdir: str) -> dict[str, float]:
     total = int(config.train.total_steps)
     log_every = int(config.train.log_every)
     stop_at = int(config.train.stop_at)
+    try:   # validates train.on_nonfinite and train.max_skips on every run
+        guard = step_lib.NonFiniteGuard(config.train, start, int(jax.device_get(state["skipped"])))
+    except ValueError:
+        close()
+        raise
     if stop_at and stop_at <= start < total:
         say(f"already at step {start} >= train.stop_at={stop_at}; nothing to do")
         close()
@@ -113,17 +120,30 @@ def train(config, workdir: str) -> dict[str, float]:
         with jax.set_mesh(mesh):
             state, metrics = train_step(state, batch)
         examples_since_log += batch_size
-        if step % log_every == 0 or step == total:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            now = time.perf_counter()
-            metrics["examples_per_sec"] = examples_since_log / (now - last_log)
-            last_log = now
-            writer.write_scalars(step, metrics)
-            progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
-            examples_since_log = 0
+        log_now = step % log_every == 0 or step == total
         stopping = step == stop_at and step != total
+        eval_now = bool(config.eval.every) and step % config.eval.every == 0 and step != total
+        save_now = step % ckpt.every_steps == 0 or step == total or stopping
+        if log_now or save_now or eval_now:   # the host syncs here anyway: read the metrics and the guard
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if log_now:
+                now = time.perf_counter()
+                metrics["examples_per_sec"] = examples_since_log / (now - last_log)
+                last_log = now
+                writer.write_scalars(step, metrics)
+                progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
+                examples_since_log = 0
+            try:   # raises NonFiniteLoss before this step's checkpoint or eval (step_lib.NonFiniteGuard)
+                note = guard.check(step, metrics)
+            except step_lib.NonFiniteLoss:
+                if not log_now:
+                    writer.write_scalars(step, metrics)   # the metrics of the step it stopped at
+                close()
+                raise
+            if note:
+                say(note)
         ckpt.save(step, state, train_iter, force=step == total or stopping)
-        if config.eval.every and step % config.eval.every == 0 and step != total:
+        if eval_now:
             run_evals(step, state["params"])
         if stopping:
             say(f"stopping at step {step} (train.stop_at), checkpoint saved; run again to resume")
@@ -147,15 +167,16 @@ def define_flags():
 def main(argv):
     del argv
     if not flags.FLAGS.workdir:
-        sys.exit("error: --workdir is required")
+        configlib.exit_with_errors(["--workdir: is required; pass --workdir=DIR (the run directory)"])
+    config = flags.FLAGS.config
+    validate.check_or_exit(config)   # bad values: one `error: <key>: ...` line each, exit code 2, nothing built
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
     start = time.time()
-    config = flags.FLAGS.config
     try:
         results = train(config, flags.FLAGS.workdir)
-    except (runinfo.ConfigChanged, CheckpointFormatError) as e:
+    except (runinfo.ConfigChanged, CheckpointFormatError, NoGoodCheckpoint, step_lib.NonFiniteLoss) as e:
         sys.exit(f"error: {e}")
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and results:   # empty: stopped early (stop_at, preemption) to resume later
         print(report_table(results, datasets.zero_shot_tasks(config.data)))
         print(f"wall time {time.time() - start:.0f} s", flush=True)
 

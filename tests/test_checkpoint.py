@@ -233,7 +233,8 @@ def test_format_version_is_saved_and_checked(tmp_path, mesh, monkeypatch):
     with Checkpointer(directory, every_steps=1) as ckpt:
         ckpt.save(1, state)
         ckpt.save(2, state)
-    assert json.loads((directory / "1" / "meta" / "metadata").read_text()) == {"format_version": 1}
+    v = checkpoint.FORMAT_VERSION
+    assert json.loads((directory / "1" / "meta" / "metadata").read_text()) == {"format_version": v}
 
     def refusal(step):
         with Checkpointer(directory, read_only=True) as reader, pytest.raises(CheckpointFormatError) as err:
@@ -242,14 +243,15 @@ def test_format_version_is_saved_and_checked(tmp_path, mesh, monkeypatch):
 
     what_to_do = ("use the jaxclr version that wrote it (see the run's run_info.json for its git commit), "
                   "or start a new workdir")
-    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 2)    # code that reads a newer format
-    assert refusal(1) == f"checkpoint {directory}/1 has format version 1, this code reads version 2; {what_to_do}"
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", v + 1)    # code that reads a newer format
+    assert refusal(1) == (f"checkpoint {directory}/1 has format version {v}, this code reads version {v + 1}; "
+                          f"{what_to_do}")
     monkeypatch.undo()
     (directory / "1" / "meta" / "metadata").write_text(json.dumps({"format_version": 0}))
-    assert refusal(1) == f"checkpoint {directory}/1 has format version 0, this code reads version 1; {what_to_do}"
+    assert refusal(1) == f"checkpoint {directory}/1 has format version 0, this code reads version {v}; {what_to_do}"
     shutil.rmtree(directory / "2" / "meta")                 # written before checkpoints had a version
     assert refusal(2) == (f"checkpoint {directory}/2 has format version none (no meta item), this code reads "
-                          f"version 1; {what_to_do}")
+                          f"version {v}; {what_to_do}")
 
 
 # ------------------------------------------------------------------ integrity: fall back to a good step

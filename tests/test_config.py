@@ -39,26 +39,46 @@ def test_unknown_preset_is_an_error():
         configlib.load("configs/clip.py:huge")
 
 
-def test_unknown_override_names_closest_keys():
+def exit_lines(capsys, argv, **kwargs) -> list[str]:
+    """The stderr lines of check_overrides(argv), which must exit with code 2."""
     with pytest.raises(SystemExit) as err:
-        configlib.check_overrides(["prog", "--config=configs/clip.py:tiny", "--config.train.total_stepz=5"])
-    message = str(err.value)
-    assert "unknown config key 'train.total_stepz'" in message and "train.total_steps" in message
-    assert "\n" not in message
+        configlib.check_overrides(argv, **kwargs)
+    assert err.value.code == 2
+    return capsys.readouterr().err.splitlines()
+
+
+def test_unknown_override_names_closest_keys(capsys):
+    lines = exit_lines(capsys, ["prog", "--config=configs/clip.py:tiny", "--config.train.total_stepz=5"])
+    assert len(lines) == 1 and lines[0].startswith("error: train.total_stepz: unknown config key; did you mean ")
+    assert "train.total_steps" in lines[0]
+
+
+def test_every_unknown_override_is_reported(capsys):
+    lines = exit_lines(capsys, ["prog", "--config=configs/clip.py:tiny", "--config.optim.lrr=1",
+                                "--config.train.total_steps=5", "--config.model.dtypo=float32"])
+    assert [line.split(": ")[1] for line in lines] == ["optim.lrr", "model.dtypo"]
 
 
 def test_known_overrides_pass():
     configlib.check_overrides(["prog", "--config=configs/clip.py:tiny", "--config.train.total_steps=5",
                                "--config.loss.terms.uniformity=1.0"])
+    assert configlib.override_problems(["prog", "--config=configs/clip.py:tiny"]) == []
 
 
-def test_overrides_check_the_default_config_or_need_one():
-    with pytest.raises(SystemExit, match="unknown config key 'optim.lrr'"):
-        configlib.check_overrides(["prog", "--config.optim.lrr=1"], default="configs/clip.py:tiny")
+def test_overrides_check_the_default_config_or_need_one(capsys):
+    lines = exit_lines(capsys, ["prog", "--config.optim.lrr=1"], default="configs/clip.py:tiny")
+    assert lines[0].startswith("error: optim.lrr: unknown config key")
     configlib.check_overrides(["prog", "--config.optim.lr=1"], default="configs/clip.py:tiny")
-    with pytest.raises(SystemExit) as err:   # e.g. evaluate without --config: nothing to apply them to
-        configlib.check_overrides(["prog", "--workdir=x", "--config.optim.lr=1"])
-    assert str(err.value) == "error: --config.optim.lr needs --config=FILE[:preset] to apply to"
+    # e.g. evaluate without --config: nothing to apply them to
+    assert exit_lines(capsys, ["prog", "--workdir=x", "--config.optim.lr=1"]) == [
+        "error: --config.optim.lr: needs --config=FILE[:preset] to apply to"]
+
+
+def test_a_config_that_does_not_load_is_a_usage_error(capsys):
+    assert exit_lines(capsys, ["prog", "--config=configs/clip.py:huge"]) == [
+        "error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of ['b16', 'l14', 's16', 'tiny']"]
+    lines = exit_lines(capsys, ["prog", "--config=configs/nope.py", "--config.optim.lr=1"])
+    assert lines == ["error: --config=configs/nope.py: config file 'configs/nope.py' does not exist"]
 
 
 def test_unknown_loss_term_is_an_error():

@@ -26,13 +26,12 @@ def _random_unit(n, d, seed):
 
 
 def _reference_ranks(query, q_group, cand, c_group):
-    """Position of the first positive in a stable descending sort of float64 scores."""
+    """Per query, the number of non-positive candidates whose float64 score is >= its best positive's."""
     scores = np.asarray(query, np.float64) @ np.asarray(cand, np.float64).T
     ranks = []
     for i in range(len(query)):
-        order = np.argsort(-scores[i], kind="stable")
-        hits = np.nonzero(c_group[order] == q_group[i])[0]
-        ranks.append(hits[0] if len(hits) else len(cand))
+        positive = c_group == q_group[i]
+        ranks.append(np.sum(~positive & (scores[i] >= scores[i][positive].max())) if positive.any() else len(cand))
     return np.array(ranks)
 
 
@@ -68,12 +67,57 @@ def test_duplicate_caption_group_counts_as_hit():
     assert shared == {"i2t_R@1": 1.0, "t2i_R@1": 1.0}
 
 
-def test_ties_are_broken_by_candidate_index():
+def test_ties_count_against_the_model():
+    # Was: ties broken by candidate index (query i's partner ranked i, so R@1 = 1/n). REFERENCE.md
+    # now has ties count against the model: every tied non-partner ranks ahead, so a collapsed
+    # model (every score equal) ranks each partner last and recalls nothing below k = n.
     n = 20
-    emb = np.tile(_random_unit(1, 8, seed=2), (n, 1))   # every score equal: query i's partner ranks i
-    out = retrieval.recall_at_k(emb, emb, ks=(1, 5, 10))
-    np.testing.assert_allclose([out["i2t_R@1"], out["i2t_R@5"], out["t2i_R@10"]], [1 / n, 5 / n, 10 / n])
-    np.testing.assert_array_equal(retrieval.positive_ranks(emb, np.arange(n), emb, np.arange(n)), np.arange(n))
+    emb = np.tile(_random_unit(1, 8, seed=2), (n, 1))
+    out = retrieval.recall_at_k(emb, emb, ks=(1, 5, 10, n))
+    assert (out["i2t_R@1"], out["i2t_R@10"], out["t2i_R@1"], out[f"t2i_R@{n}"]) == (0.0, 0.0, 0.0, 1.0)
+    np.testing.assert_array_equal(retrieval.positive_ranks(emb, np.arange(n), emb, np.arange(n)), np.full(n, n - 1))
+
+
+def test_tie_rule_on_a_hand_built_query():
+    """Candidate 0 is the partner; 1 is an identical vector (a tie), 2 scores higher, 3-5 lower.
+    A tied non-partner ranks ahead of the partner; a tied duplicate partner (same group) does not."""
+    d = 8
+    query = np.eye(1, d, dtype=np.float32)
+    tied = _unit([0.6, 0.8, 0, 0, 0, 0, 0, 0])
+    cand = np.stack([tied, tied, _unit([0.9, 0, 0.436, 0, 0, 0, 0, 0]), *np.eye(d)[3:6]]).astype(np.float32)
+
+    def rank(groups):
+        return int(retrieval.positive_ranks(query, np.array([0]), cand, np.array(groups))[0])
+
+    assert rank([0, 9, 8, 3, 4, 5]) == 2     # the higher candidate and the tied non-partner
+    assert rank([0, 0, 8, 3, 4, 5]) == 1     # the tie is a duplicate caption: only the higher one
+    assert rank([0, 9, 0, 3, 4, 5]) == 0     # the best partner is the higher candidate: nothing ahead
+    out = retrieval.recall_at_k(query, cand, np.array([0]), np.array([0, 9, 8, 3, 4, 5]), ks=(1, 2, 3))
+    assert (out["i2t_R@1"], out["i2t_R@2"], out["i2t_R@3"]) == (0.0, 0.0, 1.0)
+
+
+def test_retrieval_of_nonfinite_embeddings_is_nan_and_a_nonfinite_query_a_miss():
+    emb = _random_unit(12, 8, seed=20)
+    for broken in (np.full_like(emb, np.nan), np.where(np.arange(12)[:, None] == 5, np.inf, emb)):
+        for img, txt in ((broken, emb), (emb, broken)):
+            out = retrieval.recall_at_k(img, txt)
+            assert len(out) == 6 and all(np.isnan(value) for value in out.values())
+    query = emb.copy()
+    query[3, 0] = np.nan
+    ranks = retrieval.positive_ranks(query, np.arange(12), emb, np.arange(12))
+    assert ranks[3] == 12 and np.all(np.delete(ranks, 3) == 0)
+
+
+def test_retrieval_of_degenerate_and_random_embeddings_is_chance_or_worse():
+    n = 500
+    const = np.tile(_random_unit(1, 16, seed=21), (n, 1))
+    groups = np.arange(n) // 2                            # caption pairs: two partners per query
+    out = retrieval.recall_at_k(const, const, groups, groups)
+    assert all(value == 0.0 for value in out.values())    # 498 tied non-partners ahead of every partner
+    img, txt = _random_unit(n, 64, seed=22), _random_unit(n, 64, seed=23)
+    out = retrieval.recall_at_k(img, txt, ks=(1, 10))
+    assert out["i2t_R@1"] <= 5 / n and out["t2i_R@1"] <= 5 / n   # chance 1/n
+    assert out["i2t_R@10"] <= 0.05 and out["t2i_R@10"] <= 0.05   # chance 10/n = 0.02
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 1, 7, 64])
@@ -128,10 +172,47 @@ def test_zero_shot_top5_at_least_top1_and_matches_reference():
     assert out["top5"] >= out["top1"]
 
 
-def test_zero_shot_ties_follow_argmax():
+def test_zero_shot_ties_count_against_the_model():
+    # Was: ties follow argmax (class index order), giving 1/3 here. Ties now count against the
+    # model (REFERENCE.md): with every class scoring the same, no label is ranked first.
     class_emb = np.tile(_random_unit(1, 4, seed=10), (3, 1))     # all classes score the same
     img = _random_unit(3, 4, seed=11)
-    assert zeroshot.zero_shot_accuracy(img, class_emb, np.array([0, 1, 2]))["top1"] == pytest.approx(1 / 3)
+    assert zeroshot.zero_shot_accuracy(img, class_emb, np.array([0, 1, 2]))["top1"] == 0.0
+    assert zeroshot.zero_shot_accuracy(img, class_emb, np.array([0, 1, 2]))["top5"] == 1.0   # top-3 of 3
+
+
+def test_zero_shot_tie_rule_on_hand_built_scores():
+    scores = np.array([[0.5, 0.9, 0.9, 0.1],       # label 1 tied with class 2: class 2 ranks ahead
+                       [0.5, 0.9, 0.2, 0.1],       # label 1 strictly first
+                       [0.9, 0.5, 0.5, 0.5],       # label 3 tied with two others, below class 0
+                       [0.5, np.nan, 0.2, 0.1]])   # a non-finite score: a miss
+    np.testing.assert_array_equal(zeroshot.label_ranks(scores, np.array([1, 1, 3, 0])), [1, 0, 3, 4])
+
+
+def test_zero_shot_of_nonfinite_embeddings_is_nan():
+    img = _random_unit(20, 8, seed=24)
+    class_emb = _random_unit(5, 8, seed=25)
+    labels = np.arange(20) % 5
+    labels[7] = -1
+    nan_row = img.copy()
+    nan_row[3] = np.nan
+    nan_class = class_emb.copy()
+    nan_class[2, 0] = np.inf
+    for case in ((np.full_like(img, np.nan), class_emb), (nan_row, class_emb), (img, nan_class)):
+        out = zeroshot.zero_shot_accuracy(*case, labels)
+        assert np.isnan(out["top1"]) and np.isnan(out["top5"])
+    unused = img.copy()
+    unused[7] = np.nan                              # an unlabelled row is not part of this task
+    assert zeroshot.zero_shot_accuracy(unused, class_emb, labels) == zeroshot.zero_shot_accuracy(img, class_emb, labels)
+
+
+def test_zero_shot_of_degenerate_and_random_embeddings_is_chance_or_worse():
+    labels = np.random.default_rng(26).integers(0, 10, size=2000)
+    const = np.tile(_random_unit(1, 16, seed=27), (2000, 1))
+    out = zeroshot.zero_shot_accuracy(const, const[:10], labels)
+    assert out == {"top1": 0.0, "top5": 0.0}        # every class tied with the label ranks ahead
+    out = zeroshot.zero_shot_accuracy(_random_unit(2000, 16, seed=28), _random_unit(10, 16, seed=29), labels)
+    assert 0.06 <= out["top1"] <= 0.14 and 0.42 <= out["top5"] <= 0.58   # chance 0.1 and 0.5
 
 
 class FakeTextTower:
@@ -263,6 +344,31 @@ def test_geometry_max_points_uses_an_even_subset_for_uniformity_only():
         assert out[key] == pytest.approx(full[key], rel=1e-5, abs=1e-5), key
 
 
+def test_geometry_of_nonfinite_embeddings_is_nan():
+    from jaxclr.evals.geometry import METRICS, geometry_metrics
+
+    x = _random_unit(16, 8, seed=30)
+    one_nan = x.copy()
+    one_nan[4, 2] = np.nan
+    for u, v in ((np.full_like(x, np.nan), x), (x, one_nan), (one_nan, one_nan)):
+        out = geometry_metrics(u, v)
+        assert tuple(out) == METRICS and all(np.isnan(value) for value in out.values())
+
+
+def test_geometry_of_degenerate_and_random_embeddings():
+    from jaxclr.evals.geometry import geometry_metrics
+
+    const = np.tile(_random_unit(1, 8, seed=31), (32, 1))
+    out = geometry_metrics(const, const)
+    # collapsed: perfectly aligned, but uniformity at its worst (log mean exp(0) = 0), and no
+    # positive closer than the nearest negative
+    assert out["uniformity_img"] == out["uniformity_txt"] == out["cross_uniformity"] == pytest.approx(0.0, abs=1e-6)
+    assert out["relative_alignment"] == pytest.approx(0.0, abs=1e-6)
+    out = geometry_metrics(_random_unit(2000, 32, seed=32), _random_unit(2000, 32, seed=33), max_points=512)
+    assert abs(out["mean_positive_cosine"]) < 0.02 and out["alignment"] == pytest.approx(2.0, abs=0.05)
+    assert out["gap_centroid_distance"] < 0.1
+
+
 def test_geometry_and_retrieval_under_an_ambient_mesh():
     """Inside the train loop's ``jax.set_mesh``: N = 37 does not divide the 8 devices, so the
     uniformity terms use 32 evenly spread pairs; all other metrics are unchanged."""
@@ -328,6 +434,28 @@ def test_run_evals_embeds_once_and_names_metrics():
     assert out["geometry/alignment"] == pytest.approx(0.0, abs=1e-6)
     assert out["geometry/mean_positive_cosine"] == pytest.approx(1.0)
     assert out["geometry/relative_alignment"] == pytest.approx(-2.0)     # 0 - min distance 2 (orthogonal)
+
+
+@pytest.mark.parametrize("embedding", ["nan", "constant"])
+def test_run_evals_gives_a_broken_model_no_score(embedding):
+    """NaN towers: every metric NaN. Collapsed towers (one unit vector for everything): zero-shot at
+    most chance, Recall@k = 0 for k < N, uniformity at its worst (0)."""
+    from jaxclr.evals import runner
+
+    data, class_names = _toy_eval_set()
+    cfg = {"batch_size": 4, "evaluators": ("zeroshot", "retrieval", "geometry"), "geometry_max_points": None}
+    vector = np.full(16, np.nan, np.float32) if embedding == "nan" else _random_unit(1, 16, seed=34)[0]
+    tower = lambda x: np.tile(vector, (x.shape[0], 1))
+    out = runner.run_evals(cfg, data, class_names, 8, tower, tower)
+    assert out and {name.split("/")[0] for name in out} == {"zeroshot", "retrieval", "geometry"}
+    if embedding == "nan":
+        assert all(np.isnan(value) for value in out.values())
+        return
+    assert out["zeroshot/digit_top1"] <= 1 / 3 and out["zeroshot/digit_top1"] == 0.0
+    for direction in ("i2t", "t2i"):       # N = 10 pairs: every partner ranks last, 10th
+        assert (out[f"retrieval/{direction}_R@1"], out[f"retrieval/{direction}_R@5"]) == (0.0, 0.0)
+        assert out[f"retrieval/{direction}_R@10"] == 1.0
+    assert out["geometry/uniformity_img"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_evaluators_run_standalone_and_unknown_name_raises():

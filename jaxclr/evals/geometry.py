@@ -13,6 +13,8 @@ from jaxclr.losses import alignment, cross_uniformity, uniformity
 from jaxclr.losses.sharding import resolve
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+METRICS = ("alignment", "uniformity_img", "uniformity_txt", "cross_uniformity", "gap_centroid_distance",
+           "mean_positive_cosine", "relative_alignment")
 
 
 @jax.jit
@@ -59,6 +61,7 @@ def geometry_metrics(zimg: np.ndarray, ztxt: np.ndarray, max_points: int | None 
     the three pairwise uniformity terms, taken evenly spread over the rows (same rows in both
     modalities); everything else always uses all N pairs. Under an ambient mesh the losses split
     the batch over its data-parallel devices, so that count is rounded down to a multiple of them.
+    When any embedding is not finite, every metric is NaN.
     """
     u = np.asarray(zimg, np.float32)
     v = np.asarray(ztxt, np.float32)
@@ -66,6 +69,8 @@ def geometry_metrics(zimg: np.ndarray, ztxt: np.ndarray, max_points: int | None 
         raise ValueError(f"zimg and ztxt must both be [N, D]; got {u.shape} and {v.shape}")
     if u.shape[0] < 2:
         raise ValueError("geometry metrics need at least 2 pairs")
+    if not (np.isfinite(u).all() and np.isfinite(v).all()):
+        return dict.fromkeys(METRICS, float("nan"))
     subset = _spread_subset(u.shape[0], max_points, resolve().num_shards)
     su, sv = jnp.asarray(u[subset]), jnp.asarray(v[subset])
     u64, v64 = u.astype(np.float64), v.astype(np.float64)

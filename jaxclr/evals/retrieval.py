@@ -1,9 +1,11 @@
 """Image<->text retrieval Recall@k (both directions), computed in row chunks.
 
 A query is a hit at k when any candidate with its group id (identical captions share a group)
-is among its k most similar candidates. Ties are broken by candidate index, as a stable
-descending sort would, so the result is deterministic. Only a [chunk, N] similarity block
-exists at any time, so N of ~50k fits in memory.
+is among its k most similar candidates. Ties count against the model (REFERENCE.md): a
+candidate tied with the query's best partner ranks ahead of it unless it is a partner itself,
+and a query whose scores are not all finite is a miss. ``recall_at_k`` over embeddings that are
+not all finite is NaN. Only a [chunk, N] similarity block exists at any time, so N of ~50k
+fits in memory.
 """
 from collections.abc import Callable, Sequence
 
@@ -42,24 +44,24 @@ def map_row_chunks(fn: Callable, row_args: Sequence[np.ndarray], const_args: Seq
 
 
 @jax.jit
-def _first_positive_rank(query, query_group, cand, cand_group):
-    """Per query, the rank of its best-scoring positive candidate (N when it has none)."""
+def _best_positive_rank(query, query_group, cand, cand_group):
+    """Per query, the rank of its best-scoring positive: the number of non-positive candidates
+    scoring >= it (ties count against the model). N when it has no positive or a non-finite score."""
     scores = jnp.matmul(query, cand.T, precision=_HIGHEST)
     positive = query_group[:, None] == cand_group[None, :]
     best = jnp.max(jnp.where(positive, scores, -jnp.inf), axis=1, keepdims=True)
-    at_best = scores == best
-    first = jnp.argmax(positive & at_best, axis=1)
-    index = jnp.arange(scores.shape[1])
-    ahead = (scores > best) | (at_best & (index[None, :] < first[:, None]))
-    rank = jnp.sum(ahead, axis=1, dtype=jnp.int32)
-    return jnp.where(jnp.any(positive, axis=1), rank, scores.shape[1])
+    rank = jnp.sum(~positive & (scores >= best), axis=1, dtype=jnp.int32)
+    valid = jnp.any(positive, axis=1) & jnp.all(jnp.isfinite(scores), axis=1)
+    return jnp.where(valid, rank, scores.shape[1])
 
 
 def positive_ranks(query: np.ndarray, query_group: np.ndarray, cand: np.ndarray, cand_group: np.ndarray,
                    chunk_rows: int | None = None) -> np.ndarray:
     """Rank (0 = most similar) of each query's best positive among all candidates; int [Q].
 
-    A query with no candidate of its group gets rank ``len(cand)`` (never a hit).
+    Rank = the number of non-positive candidates scoring at least as high (ties count against
+    the model). A query with no candidate of its group, or whose scores are not all finite, gets
+    rank ``len(cand)`` (never a hit).
     """
     query = np.asarray(query, np.float32)
     cand = np.asarray(cand, np.float32)
@@ -71,7 +73,7 @@ def positive_ranks(query: np.ndarray, query_group: np.ndarray, cand: np.ndarray,
         raise ValueError(f"embedding dims differ: {query.shape[1]} vs {cand.shape[1]}")
     chunk_rows = chunk_rows or default_chunk_rows(query.shape[0], cand.shape[0])
     consts = (jnp.asarray(cand), jnp.asarray(cand_group))
-    return map_row_chunks(_first_positive_rank, (query, query_group), consts, chunk_rows)
+    return map_row_chunks(_best_positive_rank, (query, query_group), consts, chunk_rows)
 
 
 def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, img_group: np.ndarray | None = None,
@@ -81,6 +83,7 @@ def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, img_group: np.ndarray 
 
     ``img_group``/``txt_group`` give each row's group id; image i and text j are partners when the
     ids are equal. ``None`` for both means pairs by position (requires as many images as texts).
+    When any embedding is not finite, every recall is NaN (a partly broken model gets no score).
     """
     if img_group is None and txt_group is None:
         if len(img_emb) != len(txt_emb):
@@ -88,6 +91,8 @@ def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, img_group: np.ndarray 
         img_group = txt_group = np.arange(len(img_emb))
     elif img_group is None or txt_group is None:
         raise ValueError("give both img_group and txt_group, or neither")
+    if not (np.isfinite(img_emb).all() and np.isfinite(txt_emb).all()):
+        return {f"{direction}_R@{k}": float("nan") for direction in ("i2t", "t2i") for k in ks}
     ranks = {
         "i2t": positive_ranks(img_emb, img_group, txt_emb, txt_group, chunk_rows),
         "t2i": positive_ranks(txt_emb, txt_group, img_emb, img_group, chunk_rows),

@@ -11,6 +11,10 @@ embeddings with every evaluator. Config keys read from ``eval_cfg``:
 
 ``eval_data`` is the data package's eval dict: 'image' uint8 [N,S,S,3], 'text' int32 [N,L],
 'caption_group' int32 [N] and 'labels' {task: int32 [N], -1 = not applicable}.
+
+Degenerate models get no score (REFERENCE.md, "Ties and non-finite scores"): in zero-shot and
+retrieval ranks, ties count against the model, and an evaluator whose embeddings are not all
+finite reports NaN for each of its metrics.
 """
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence

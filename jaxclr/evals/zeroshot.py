@@ -58,20 +58,23 @@ def class_embeddings(embed_text: EmbedFn, class_names: Sequence[str], templates:
 def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Rank (0 = best) of each row's label among its scores [N, C].
 
-    Ties are broken by class index, as a stable descending sort would: a class with the same score
-    and a smaller index counts as ranked ahead. Rank 0 is therefore exactly ``argmax == label``.
+    Ties count against the model (REFERENCE.md): every other class with a score >= the label's
+    ranks ahead of it, so rank 0 means the label's score is strictly the highest. A row whose
+    scores are not all finite is a miss (rank C).
     """
     rows = np.arange(scores.shape[0])
     own = scores[rows, labels][:, None]
-    classes = np.arange(scores.shape[1])[None, :]
-    ahead = (scores > own) | ((scores == own) & (classes < labels[:, None]))
-    return ahead.sum(axis=1)
+    others = np.arange(scores.shape[1])[None, :] != labels[:, None]
+    ranks = (others & (scores >= own)).sum(axis=1)
+    return np.where(np.isfinite(scores).all(axis=1), ranks, scores.shape[1])
 
 
 def zero_shot_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Top-1 and top-k accuracy (k = min(5, C)) of predicting argmax cosine over classes.
 
-    Rows with ``labels == -1`` are ignored; with no labelled rows both accuracies are NaN.
+    Rows with ``labels == -1`` are ignored; with no labelled rows both accuracies are NaN. Ties
+    count against the model (``label_ranks``). When any embedding used (a labelled image or a class)
+    is not finite, both accuracies are NaN: a partly broken model gets no score.
     """
     img_emb = np.asarray(img_emb, np.float32)
     class_emb = np.asarray(class_emb, np.float32)
@@ -82,7 +85,7 @@ def zero_shot_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: np.nd
     keep = labels != -1
     if np.any((labels[keep] < 0) | (labels[keep] >= num_classes)):
         raise ValueError(f"labels must be -1 or in [0, {num_classes})")
-    if not np.any(keep):
+    if not np.any(keep) or not (np.isfinite(img_emb[keep]).all() and np.isfinite(class_emb).all()):
         return {"top1": float("nan"), "top5": float("nan")}
     scores = img_emb[keep] @ class_emb.T
     ranks = label_ranks(scores, labels[keep])
