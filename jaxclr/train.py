@@ -25,6 +25,7 @@ from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter, Progress
+from jaxclr.preemption import PreemptionWatch
 
 DEFAULT_CONFIG = "configs/default.py"
 
@@ -115,40 +116,52 @@ def train(config, workdir: str) -> dict[str, float]:
         return {}
     progress = Progress(total, start_step=start, printer=say)
     examples_since_log, last_log = 0, time.perf_counter()
-    for step in range(start + 1, total + 1):
-        batch = parallel.global_batch(next(train_iter), mesh)
-        with jax.set_mesh(mesh):
-            state, metrics = train_step(state, batch)
-        examples_since_log += batch_size
-        log_now = step % log_every == 0 or step == total
-        stopping = step == stop_at and step != total
-        eval_now = bool(config.eval.every) and step % config.eval.every == 0 and step != total
-        save_now = step % ckpt.every_steps == 0 or step == total or stopping
-        if log_now or save_now or eval_now:   # the host syncs here anyway: read the metrics and the guard
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if log_now:
-                now = time.perf_counter()
-                metrics["examples_per_sec"] = examples_since_log / (now - last_log)
-                last_log = now
-                writer.write_scalars(step, metrics)
-                progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
-                examples_since_log = 0
-            try:   # raises NonFiniteLoss before this step's checkpoint or eval (step_lib.NonFiniteGuard)
-                note = guard.check(step, metrics)
-            except step_lib.NonFiniteLoss:
-                if not log_now:
-                    writer.write_scalars(step, metrics)   # the metrics of the step it stopped at
+    with PreemptionWatch() as preemption:   # handlers live only while the loop runs
+        for step in range(start + 1, total + 1):
+            batch = parallel.global_batch(next(train_iter), mesh)
+            with jax.set_mesh(mesh):
+                state, metrics = train_step(state, batch)
+            examples_since_log += batch_size
+            log_now = step % log_every == 0 or step == total
+            stopping = step == stop_at and step != total
+            eval_now = bool(config.eval.every) and step % config.eval.every == 0 and step != total
+            save_now = step % ckpt.every_steps == 0 or step == total or stopping
+            if log_now or save_now or eval_now:   # the host syncs here anyway: read the metrics and the guard
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if log_now:
+                    now = time.perf_counter()
+                    metrics["examples_per_sec"] = examples_since_log / (now - last_log)
+                    last_log = now
+                    writer.write_scalars(step, metrics)
+                    progress.update(step, {"loss": metrics["loss"]}, examples_since_log)
+                    examples_since_log = 0
+                try:   # raises NonFiniteLoss before this step's checkpoint or eval (step_lib.NonFiniteGuard)
+                    note = guard.check(step, metrics)
+                except step_lib.NonFiniteLoss:
+                    if not log_now:
+                        writer.write_scalars(step, metrics)   # the metrics of the step it stopped at
+                    close()
+                    raise
+                if note:
+                    say(note)
+            ckpt.save(step, state, train_iter, force=step == total or stopping)
+            if eval_now:
+                run_evals(step, state["params"])
+            if stopping:
+                say(f"stopping at step {step} (train.stop_at), checkpoint saved; run again to resume")
                 close()
-                raise
-            if note:
-                say(note)
-        ckpt.save(step, state, train_iter, force=step == total or stopping)
-        if eval_now:
-            run_evals(step, state["params"])
-        if stopping:
-            say(f"stopping at step {step} (train.stop_at), checkpoint saved; run again to resume")
-            close()
-            return {}
+                return {}
+            if preemption.requested(step):   # SIGTERM/SIGINT, or JAX's preemption sync point on a pod
+                try:   # a skipped (non-finite) step since the last look is reported, not carried over
+                    guard.check(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
+                except step_lib.NonFiniteLoss:
+                    close()
+                    raise
+                ckpt.save(step, state, train_iter, force=True)   # no-op when this step is already saved
+                say(f"preempted: checkpoint of step {step} saved; run the same command again to resume")
+                close()
+                return {}
+    # The final checkpoint is saved: from here a signal ends the process at once, as usual.
     bad = pipeline.bad_record_count()
     if bad:
         writer.write_scalars(total, {"data/bad_records": bad})
