@@ -61,11 +61,15 @@ def get_config(arg="tiny"):
         pool="mean" if tiny else "tok", stem=(16, 32, 64, 128) if tiny else ()))
     c.model.text = ml_collections.ConfigDict(dict(
         vocab_size=259, max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
-        mlp_ratio=4, causal=True, patch_size=4 if tiny else 1))
+        mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (3-seed study, README)
+        patch_size=4 if tiny else 1))
     c.model.init_scale = 1 / 0.07   # log-scale 2.659260
     c.model.max_scale = 100.0
     c.model.learn_bias = False
     c.model.init_bias = -10.0
+    # Memory at scale (both towers; never change the function, see jaxclr.models.layers):
+    c.model.remat = "none"          # 'none' | 'block': recompute each transformer block in the backward pass
+    c.model.scan_layers = False     # True: stacked block params (leading layer axis), applied with nnx.scan
 
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = ml_collections.ConfigDict({name: 0.0 for name in LOSS_TERMS})

@@ -14,14 +14,14 @@ import json
 import math
 
 import numpy as np
-from etils import epath
 
+from jaxclr import paths
 from jaxclr.metrics import METRICS_FILE
 
 
 def final_metrics(workdir) -> dict[str, float]:
     """{name: value at the largest step that logged it} from workdir/metrics.jsonl."""
-    path = epath.Path(workdir) / METRICS_FILE
+    path = paths.resolve(workdir) / METRICS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {METRICS_FILE} in {workdir}; is it a run directory?")
     last: dict[str, tuple[int, float]] = {}

@@ -42,6 +42,8 @@ from grain.python import PyGrainCheckpointRestore, PyGrainCheckpointSave  # grai
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxclr import paths
+
 STATE_ITEM = "state"
 DATA_ITEM = "data"
 META_ITEM = "meta"
@@ -90,8 +92,8 @@ class Checkpointer:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 or None, got {keep}")
-        directory = os.fspath(directory)
-        self.directory = directory if "://" in directory else os.path.abspath(directory)  # keep gs:// URLs
+        # A str: absolute for a local directory (orbax wants that), a gs:// URL as given.
+        self.directory = os.fspath(paths.resolve(directory))
         self.every_steps = every_steps
         self.keep = keep
         self.read_only = read_only

@@ -17,7 +17,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, runinfo, validate
+from jaxclr import configlib, parallel, paths, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 from jaxclr.data import datasets, pipeline
@@ -36,7 +36,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[s
         config = runinfo.load_saved_config(workdir, step)
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
-    ckpt = Checkpointer(f"{workdir}/checkpoints", read_only=True)
+    ckpt = Checkpointer(paths.resolve(workdir) / "checkpoints", read_only=True)
     with jax.set_mesh(mesh):
         setup, _ = state_lib.setup(config, mesh)
         if step is None:   # the newest step that restores (a damaged one is reported and skipped)

@@ -39,6 +39,8 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jaxclr import paths
+
 CONFIG_FILE = "config.json"
 RUN_INFO_FILE = "run_info.json"
 
@@ -103,7 +105,7 @@ def _resume_files(workdir: epath.Path, kind: str) -> dict[int, epath.Path]:
 def saved_config_path(workdir, step: int | None = None) -> epath.Path:
     """The saved config in effect at `step` (None: the newest): the newest resume file with k <= step,
     else config.json (which may not exist)."""
-    workdir = epath.Path(workdir)
+    workdir = paths.resolve(workdir)
     resumes = {k: p for k, p in _resume_files(workdir, "config").items() if step is None or k <= step}
     return resumes[max(resumes)] if resumes else workdir / CONFIG_FILE
 
@@ -195,7 +197,7 @@ def check_and_record(config, workdir, resume_step: int = 0) -> None:
     error = None
     if jax.process_index() == 0:
         try:
-            _record(config, epath.Path(workdir), int(resume_step))
+            _record(config, paths.resolve(workdir), int(resume_step))
         except Exception as e:  # shared with the other processes below, then re-raised
             error = e
     if jax.process_count() > 1:

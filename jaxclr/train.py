@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, runinfo, validate
+from jaxclr import configlib, parallel, paths, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
@@ -52,7 +52,7 @@ def train(config, workdir: str) -> dict[str, float]:
     # ------------------------------------------------------------ run directory
     # Before any slow set-up: a restart with a changed config or an unreadable checkpoint stops
     # here, having written nothing.
-    ckpt = Checkpointer(f"{workdir}/checkpoints", config.checkpoint.every, config.checkpoint.keep)
+    ckpt = Checkpointer(paths.resolve(workdir) / "checkpoints", config.checkpoint.every, config.checkpoint.keep)
     resume_step = ckpt.latest_step()
     try:
         if resume_step is not None:   # another format stops here; a damaged step is dealt with below

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxclr.models import TextTransformer, TwoTower, ViT, count_params
-from jaxclr.models.layers import SelfAttention
+from jaxclr.models.layers import SelfAttention, stack_blocks
 from jaxclr.models.text import eos_positions
 
 IMAGE_SIZE = 16
@@ -22,7 +22,8 @@ def small_config(**overrides):
         "image": {"patch_size": 4, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2, "pool": "tok"},
         "text": {"vocab_size": 40, "max_len": 12, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2,
                  "causal": True},
-        "init_scale": 14.285714, "max_scale": 100.0, "learn_bias": False, "init_bias": -10.0})
+        "init_scale": 14.285714, "max_scale": 100.0, "learn_bias": False, "init_bias": -10.0,
+        "remat": "none", "scan_layers": False})
     cfg.update_from_flattened_dict(overrides)
     return cfg
 
@@ -212,3 +213,87 @@ def test_byte_patched_text_pools_at_eos_patch_and_ignores_padding(patch):
     # Changing a byte before EOS does.
     changed = TOKENS.at[0, 1].set(11)
     assert not np.allclose(text(changed)[0], out[0], atol=1e-4)
+
+
+# ---- memory options: model.remat and model.scan_layers (jaxclr.models.layers) ----
+
+def build_tower(kind, remat="none", scan_layers=False, seed=0, cfg=None):
+    cfg = cfg or small_config()
+    if kind == "image":
+        return ViT(cfg.image, IMAGE_SIZE, "float32", rngs=nnx.Rngs(seed), remat=remat, scan_layers=scan_layers)
+    return TextTransformer(cfg.text, "float32", rngs=nnx.Rngs(seed), remat=remat, scan_layers=scan_layers)
+
+
+def tower_input(kind):
+    return random_images(3) if kind == "image" else TOKENS
+
+
+def copied_into_scanned(unscanned, scanned):
+    """Puts the unscanned tower's params (blocks stacked on a leading axis) into the scanned tower."""
+    params = nnx.state(unscanned, nnx.Param)
+    params["encoder"]["blocks"] = stack_blocks(params["encoder"]["blocks"])
+    nnx.update(scanned, params)
+    return scanned
+
+
+def test_scanned_blocks_keep_the_block_param_names_with_a_layer_axis():
+    tower = build_tower("image", scan_layers=True)
+    blocks = nnx.state(tower, nnx.Param)["encoder"]["blocks"]
+    shapes = {"/".join(str(k) for k in path): leaf.shape for path, leaf in nnx.to_flat_state(blocks)}
+    assert shapes == {"attn/qkv/kernel": (2, 32, 96), "attn/qkv/bias": (2, 96), "attn/out/kernel": (2, 32, 32),
+                      "attn/out/bias": (2, 32), "mlp/fc1/kernel": (2, 32, 64), "mlp/fc1/bias": (2, 64),
+                      "mlp/fc2/kernel": (2, 64, 32), "mlp/fc2/bias": (2, 32), "ln1/scale": (2, 32),
+                      "ln1/bias": (2, 32), "ln2/scale": (2, 32), "ln2/bias": (2, 32)}
+    # the layers are initialised independently, not copies of one another
+    assert not np.allclose(blocks["attn"]["qkv"]["kernel"][0], blocks["attn"]["qkv"]["kernel"][1])
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+@pytest.mark.parametrize("remat", ["none", "block"])
+def test_scanned_encoder_computes_the_unscanned_function_and_gradients(kind, remat):
+    reference = build_tower(kind)                      # unscanned, no remat
+    scanned = copied_into_scanned(reference, build_tower(kind, remat=remat, scan_layers=True, seed=1))
+    unscanned = build_tower(kind, remat=remat, seed=2)
+    nnx.update(unscanned, nnx.state(reference, nnx.Param))
+    x = tower_input(kind)
+    want = reference(x)
+    np.testing.assert_allclose(scanned(x), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(unscanned(x), want, rtol=1e-5, atol=1e-5)
+
+    weights = jax.random.normal(jax.random.key(3), want.shape)
+
+    def grads(tower):
+        graphdef, params = nnx.split(tower, nnx.Param)
+        return jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x) * weights))(params)
+
+    g_ref, g_scan, g_unscan = grads(reference), grads(scanned), grads(unscanned)
+    g_ref_stacked = jax.tree.map(lambda g: g, g_ref)   # a copy, then the block grads stacked like the params
+    g_ref_stacked["encoder"]["blocks"] = stack_blocks(g_ref["encoder"]["blocks"])
+    for want_tree, got_tree in ((g_ref_stacked, g_scan), (g_ref, g_unscan)):
+        want_flat, got_flat = dict(nnx.to_flat_state(want_tree)), dict(nnx.to_flat_state(got_tree))
+        assert want_flat.keys() == got_flat.keys()
+        for path in want_flat:
+            want_leaf = np.asarray(want_flat[path][...])   # float32 rounding, relative to the leaf's scale
+            np.testing.assert_allclose(got_flat[path][...], want_leaf, rtol=1e-4,
+                                       atol=1e-5 * float(np.max(np.abs(want_leaf))), err_msg="/".join(map(str, path)))
+
+
+def test_remat_unknown_value_names_the_allowed_values():
+    with pytest.raises(ValueError, match="model.remat must be one of 'none', 'block', got 'full'"):
+        build_tower("text", remat="full")
+
+
+def test_decay_mask_of_scanned_towers_marks_exactly_kernels_and_embeddings():
+    from jaxclr import configlib, optim
+
+    cfg = configlib.load("configs/clip.py:tiny").model
+    params = {"image": nnx.state(ViT(cfg.image, 64, rngs=nnx.Rngs(0), scan_layers=True), nnx.Param),
+              "text": nnx.state(TextTransformer(cfg.text, rngs=nnx.Rngs(0), scan_layers=True), nnx.Param)}
+    mask = {"/".join(optim.path_names(p)): on
+            for p, on in jax.tree_util.tree_leaves_with_path(optim.decay_mask(params))}
+    kernels = [f"{tower}/encoder/blocks/{layer}/kernel" for tower in ("image", "text")
+               for layer in ("attn/qkv", "attn/out", "mlp/fc1", "mlp/fc2")]
+    want = sorted(kernels + [f"image/stem/{i}/kernel" for i in range(4)] + ["image/patch/kernel",
+                                                                             "text/token/embedding"])
+    assert sorted(name for name, on in mask.items() if on) == want
+    assert len(mask) == 2 * (12 + 2) + 4 * 2 + 2 + 1 + 1 + 1   # blocks + norm, stem, patch, pos, embedding, pos

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
 
+from jaxclr import paths
 from jaxclr.data import digits, shapes
 
 DEFAULT_DATA_DIR = '~/.cache/jaxclr/tensorflow_datasets'
@@ -55,9 +56,10 @@ EMBEDDED = {
 
 
 def resolve_data_dir(data_cfg) -> str:
-    """Absolute data dir: data.data_dir, else $JAXCLR_DATA_DIR, else DEFAULT_DATA_DIR."""
+    """The data dir: data.data_dir, else $JAXCLR_DATA_DIR, else DEFAULT_DATA_DIR; a local one
+    made absolute, a URL (gs://bucket/tfds) passed to TFDS unchanged."""
     path = data_cfg.data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return os.path.abspath(os.path.expanduser(path))
+    return os.fspath(paths.resolve(path))
 
 
 def get_builder(data_cfg) -> tfds.core.DatasetBuilder:

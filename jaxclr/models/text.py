@@ -37,12 +37,15 @@ class TextTransformer(nnx.Module):
       cfg_text: mapping with vocab_size, max_len, width, depth, heads, mlp_ratio, causal.
       dtype: compute dtype (name or dtype); parameters are float32.
       rngs: nnx.Rngs with a 'params' stream.
+      remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
+        jaxclr.models.layers); they never change the function.
 
     Params: 'token' (nnx.Embed, table 'embedding'), 'pos_embedding' [1, max_len, width],
     'encoder' (blocks + final norm).
     """
 
-    def __init__(self, cfg_text, dtype="float32", *, rngs: nnx.Rngs):
+    def __init__(self, cfg_text, dtype="float32", *, rngs: nnx.Rngs, remat: str = "none",
+                 scan_layers: bool = False):
         self.dtype = compute_dtype(dtype)
         self.vocab_size, self.max_len = int(cfg_text["vocab_size"]), int(cfg_text["max_len"])
         self.width, self.causal = int(cfg_text["width"]), bool(cfg_text["causal"])
@@ -55,7 +58,8 @@ class TextTransformer(nnx.Module):
         positions = -(-self.max_len // self.patch)
         self.pos_embedding = nnx.Param(init(rngs.params(), (1, positions, self.width), PARAM_DTYPE))
         self.encoder = Encoder(self.width, int(cfg_text["depth"]), int(cfg_text["heads"]),
-                               int(cfg_text["mlp_ratio"]), dtype=self.dtype, rngs=rngs)
+                               int(cfg_text["mlp_ratio"]), dtype=self.dtype, rngs=rngs, remat=remat,
+                               scan_layers=scan_layers)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens int [B, L] with L <= max_len -> features [B, width] float32."""

@@ -55,8 +55,9 @@ class TwoTower(nnx.Module):
         dtype = compute_dtype(cfg_model["dtype"])
         embed_dim = int(cfg_model["embed_dim"])
         self.learn_bias = bool(cfg_model["learn_bias"])
-        self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs)
-        self.text = TextTransformer(cfg_model["text"], dtype, rngs=rngs)
+        memory = dict(remat=cfg_model["remat"], scan_layers=bool(cfg_model["scan_layers"]))
+        self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, **memory)
+        self.text = TextTransformer(cfg_model["text"], dtype, rngs=rngs, **memory)
         proj = dict(use_bias=False, dtype=jnp.float32, param_dtype=PARAM_DTYPE,
                     precision=jax.lax.Precision.HIGHEST, rngs=rngs)
         self.image_proj = nnx.Linear(self.image.width, embed_dim, **proj)
