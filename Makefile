@@ -42,6 +42,7 @@ test-fast: $(STAMP)   # the quick loop: every test not marked slow
 bench: $(STAMP)
 	$(PY) -m jaxclr.bench.loss_memory
 	$(PY) -m jaxclr.bench.loss_speed
+	$(PY) -m jaxclr.bench.micro_batches
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxclr configs tests

@@ -68,8 +68,10 @@ def get_config(arg="tiny"):
     c.model.learn_bias = False
     c.model.init_bias = -10.0
     # Memory at scale (both towers; never change the function, see jaxclr.models.layers):
-    c.model.remat = "none"          # 'none' | 'block': recompute each transformer block in the backward pass
-    c.model.scan_layers = False     # True: stacked block params (leading layer axis), applied with nnx.scan
+    # s16/b16/l14 default to block remat + scan: without remat a b16 step at 256 per device is
+    # estimated at ~100 GB (README, "Train-step memory at scale"); tiny needs neither.
+    c.model.remat = "none" if tiny else "block"   # 'block': recompute each transformer block in the backward pass
+    c.model.scan_layers = not tiny  # True: stacked block params (leading layer axis), applied with nnx.scan
 
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = ml_collections.ConfigDict({name: 0.0 for name in LOSS_TERMS})
@@ -97,6 +99,7 @@ def get_config(arg="tiny"):
     c.train.batch_size = 64 if tiny else 32_768    # global batch
     c.train.total_steps = 4_000 if tiny else 50_000
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
+    c.train.micro_unroll = 1        # GradCache loops unrolled by u (0: fully): faster, more memory (README)
     c.train.log_every = 50 if tiny else 100
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
     c.train.on_nonfinite = "stop"   # non-finite loss/grads: update skipped; 'stop' (raise) or 'skip' (count, go on)

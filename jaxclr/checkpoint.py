@@ -1,4 +1,4 @@
-"""Training checkpoints: orbax CheckpointManager for the train state plus the grain iterator position.
+"""Training checkpoints: orbax CheckpointManager for the train state (plus an optional iterator position).
 
 One step directory per checkpoint, `<workdir>/<step>/` with these items:
 
@@ -7,7 +7,9 @@ One step directory per checkpoint, `<workdir>/<step>/` with these items:
     state/   the train-state pytree (params, optimiser state, step, rng key data), written by
              orbax's StandardSave; sharded arrays are written per shard and restored straight into
              the shardings of an abstract state.
-    data/    the grain iterator position (one small JSON file per process), when an iterator is given.
+    data/    a grain iterator position (one small JSON file per process), only when a caller passes
+             an iterator. The trainer does not: its data order is a function of the step
+             (`jaxclr.data.pipeline.GlobalOrder`), so its checkpoints resume on any process count.
 
 Kill-safety (orbax 0.12.8, local or POSIX file systems): a save is written into
 `<step>.orbax-checkpoint-tmp/`; when every item is written (and every host is done),
@@ -48,7 +50,7 @@ STATE_ITEM = "state"
 DATA_ITEM = "data"
 META_ITEM = "meta"
 # Bump when the layout of a checkpoint (items, state tree) changes so that old ones no longer restore.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3   # 3: no data item from the trainer (the data order is a function of the step)
 
 
 CORRUPT_SUFFIX = ".corrupt"

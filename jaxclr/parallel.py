@@ -108,12 +108,36 @@ def multi_process_env() -> bool:
     return distributed_args(os.environ) is not None
 
 
+PEER_TIMEOUT_VAR = "JAXCLR_PEER_TIMEOUT_S"
+DEFAULT_PEER_TIMEOUT_S = 30
+
+
+def peer_timeout_s(environ) -> int:
+    """Seconds without a heartbeat after which a process counts as dead ($JAXCLR_PEER_TIMEOUT_S, default 30).
+
+    jax.distributed's coordination service then fails every other process, so a run whose
+    peer died exits non-zero within about this time plus one heartbeat interval (jax's own
+    default is 100 s).
+    """
+    raw = environ.get(PEER_TIMEOUT_VAR, "") or str(DEFAULT_PEER_TIMEOUT_S)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{PEER_TIMEOUT_VAR}={raw!r} is not an integer number of seconds") from None
+    if value < 5:
+        raise ValueError(f"{PEER_TIMEOUT_VAR}={value} must be >= 5 seconds (heartbeats are sent every few seconds)")
+    return value
+
+
 def initialize() -> None:
-    """Calls jax.distributed.initialize(**distributed_args(os.environ)) once; no-op for one process."""
+    """Calls jax.distributed.initialize(**distributed_args(os.environ)) once; no-op for one process.
+
+    The heartbeat timeout comes from `peer_timeout_s` (a dead peer ends the others in bounded time).
+    """
     args = distributed_args(os.environ)
     if args is None or jax.distributed.is_initialized():
         return
-    jax.distributed.initialize(**args)
+    jax.distributed.initialize(**args, heartbeat_timeout_seconds=peer_timeout_s(os.environ))
     log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count())
 
@@ -164,7 +188,36 @@ def param_shardings(abstract_params, mesh):
     return jax.tree.map(lambda x: NamedSharding(mesh, _spec(x.shape, mesh)), abstract_params)
 
 
-def global_batch(local_batch: dict, mesh) -> dict:
-    """Process-local numpy batch -> global jax arrays split over the batch axes."""
+def process_rows(mesh, global_batch_size: int) -> np.ndarray:
+    """Sorted rows of a global batch that this process's devices hold (batch split over data x fsdp)."""
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
+    rows = set()
+    for index in index_map.values():
+        rows.update(range(*index[0].indices(global_batch_size)))
+    return np.array(sorted(rows), np.int64)
+
+
+def global_batch(local_batch: dict, mesh, rows=None, global_batch_size: int | None = None) -> dict:
+    """Process-local numpy batch -> global jax arrays split over the batch axes.
+
+    With `rows` (from `process_rows(mesh, global_batch_size)`), row i of each local array is
+    global row rows[i]. Without, the local arrays are this process's share in jax's default
+    layout (`jax.make_array_from_process_local_data`): all rows for one process.
+    """
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+    if rows is None:
+        return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+    if global_batch_size is None:
+        raise ValueError("global_batch: pass global_batch_size with rows")
+    where = {int(r): i for i, r in enumerate(rows)}
+
+    def to_global(v):
+        v = np.asarray(v)
+        if v.shape[0] != len(where):
+            raise ValueError(f"local batch has {v.shape[0]} rows, this process holds {len(where)}")
+
+        def piece(index):
+            first, stop, _ = index[0].indices(global_batch_size)
+            return v[where[first]:where[first] + stop - first]
+        return jax.make_array_from_callback((global_batch_size,) + v.shape[1:], sharding, piece)
+    return {k: to_global(v) for k, v in local_batch.items()}

@@ -47,7 +47,7 @@ RUN_INFO_FILE = "run_info.json"
 # Config keys (fnmatch patterns) that may differ on a restart without train.allow_config_change:
 # they change how a run is executed, logged, evaluated or checkpointed, not what it computes.
 RESUMABLE_KEYS = (
-    "train.stop_at", "train.micro_batches", "train.allow_config_change", "train.log_every",
+    "train.stop_at", "train.micro_batches", "train.micro_unroll", "train.allow_config_change", "train.log_every",
     "data.data_dir", "data.worker_count", "mesh.*", "loss.impl", "loss.block_size", "eval.*",
     "checkpoint.*",
 )

@@ -60,8 +60,20 @@ def merge_micro(x):
     return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
 
 
-def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh=None):
-    """Returns (total, {term: value}, grads) of the objective over the global batch."""
+def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh=None, unroll=1):
+    """Returns (total, {term: value}, grads) of the objective over the global batch.
+
+    micro_batches = k > 1: GradCache (module docstring). Its two loops over the micro-batches
+    (embed without gradients; recompute each micro-batch's forward and back-propagate its
+    cached embedding gradient) are `lax.scan`s unrolled by `unroll` (train.micro_unroll;
+    0 or >= k: straight-line code). Unrolled, each micro-batch's forward sits behind an
+    optimisation barrier with the previous one's output, and each recomputation behind one
+    with its embedding gradients and the gradient sum so far: XLA cannot merge the
+    recomputation with the first pass (CSE would keep every micro-batch's activations) and
+    the micro-batches stay in order. Measured on XLA:CPU (`jaxclr.bench.micro_batches`),
+    unrolling by u still needs about u micro-batches' activations at once: unrolling trades
+    memory for speed there.
+    """
 
     def objective_of(p, zimg, ztxt):
         model = nnx.merge(graphdef, p)
@@ -79,23 +91,32 @@ def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh
     n = batch["image"].shape[0]
     if n % k:
         raise ValueError(f"train.micro_batches={k} must divide the global batch {n}")
+    unroll = k if unroll <= 0 or unroll >= k else int(unroll)
     chunks = {name: split_micro(v, k) for name, v in batch.items()}
 
     def embed(p, chunk):
         return nnx.merge(graphdef, p)(chunk["image"], chunk["text"])
 
-    zimg, ztxt = jax.lax.map(lambda c: embed(params, c), chunks)
+    def forward(previous, chunk):   # the barrier orders the micro-batches: one at a time
+        _, chunk = jax.lax.optimization_barrier((previous, chunk))
+        z = embed(params, chunk)
+        return z, z
+
+    first = jax.eval_shape(embed, params, jax.tree.map(lambda v: v[0], chunks))
+    _, (zimg, ztxt) = jax.lax.scan(forward, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first), chunks,
+                                   unroll=unroll)
     zimg, ztxt = merge_micro(zimg), merge_micro(ztxt)
     (total, terms), (grads, g_img, g_txt) = jax.value_and_grad(objective_of, argnums=(0, 1, 2), has_aux=True)(
         params, zimg, ztxt)
 
     def backprop(acc, xs):
-        chunk, cot = xs
-        _, vjp = jax.vjp(lambda p: embed(p, chunk), params)
+        acc, p, chunk, cot = jax.lax.optimization_barrier((acc, params, *xs))
+        _, vjp = jax.vjp(lambda q: embed(q, chunk), p)
         return jax.tree.map(jnp.add, acc, vjp(cot)[0]), None
 
     cotangents = (split_micro(g_img, k), split_micro(g_txt, k))
-    tower_grads, _ = jax.lax.scan(backprop, jax.tree.map(jnp.zeros_like, params), (chunks, cotangents))
+    tower_grads, _ = jax.lax.scan(backprop, jax.tree.map(jnp.zeros_like, params), (chunks, cotangents),
+                                  unroll=unroll)
     return total, terms, jax.tree.map(jnp.add, grads, tower_grads)
 
 
@@ -109,11 +130,12 @@ def make_train_step(config, setup, mesh):
     """
     lr = optim.schedule(config.optim, config.train.total_steps)
     micro = int(config.train.micro_batches)
+    unroll = int(config.train.micro_unroll)
 
     def train_step(state, batch):
         params, opt_state = state["params"], state["opt_state"]
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-        total, terms, grads = loss_and_grads(setup.graphdef, params, batch, rng, config.loss, micro, mesh)
+        total, terms, grads = loss_and_grads(setup.graphdef, params, batch, rng, config.loss, micro, mesh, unroll)
         updates, new_opt_state = setup.optimizer.update(grads, opt_state, params)
         new_params = optim.project(optax.apply_updates(params, updates), config.model.max_scale)
 

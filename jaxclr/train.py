@@ -68,7 +68,7 @@ def train(config, workdir: str) -> dict[str, float]:
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("jaxclr: dataset prepared")
     datasets.ensure_prepared(config.data)
-    train_iter = iter(pipeline.train_loader(config, batch_size))
+    rows = parallel.process_rows(mesh, batch_size)   # the global batch rows this process's devices hold
     eval_data = pipeline.eval_data(config)
     class_names = datasets.zero_shot_tasks(config.data)
 
@@ -79,11 +79,13 @@ def train(config, workdir: str) -> dict[str, float]:
 
     # ------------------------------------------------------------ checkpoint
     start = 0
-    restored_step, restored = ckpt.restore_latest_good(setup.abstract, data_iter=train_iter)
+    restored_step, restored = ckpt.restore_latest_good(setup.abstract)
     if restored_step is not None:   # the newest step that restores; damaged newer ones are moved aside
         state = restored
         start = int(jax.device_get(state["step"]))
         say(f"resumed from step {start}")
+    # The data of step t is a function of t alone (pipeline.GlobalOrder): resuming needs no iterator state.
+    train_iter = pipeline.train_batches(config, batch_size, rows, start_step=start)
 
     # ------------------------------------------------------------------ evals
     evaluators = runner.build_evaluators(config.eval, eval_data, class_names, config.data.max_len)
@@ -118,7 +120,7 @@ def train(config, workdir: str) -> dict[str, float]:
     examples_since_log, last_log = 0, time.perf_counter()
     with PreemptionWatch() as preemption:   # handlers live only while the loop runs
         for step in range(start + 1, total + 1):
-            batch = parallel.global_batch(next(train_iter), mesh)
+            batch = parallel.global_batch(next(train_iter), mesh, rows, batch_size)
             with jax.set_mesh(mesh):
                 state, metrics = train_step(state, batch)
             examples_since_log += batch_size
@@ -144,7 +146,7 @@ def train(config, workdir: str) -> dict[str, float]:
                     raise
                 if note:
                     say(note)
-            ckpt.save(step, state, train_iter, force=step == total or stopping)
+            ckpt.save(step, state, force=step == total or stopping)
             if eval_now:
                 run_evals(step, state["params"])
             if stopping:
@@ -157,7 +159,7 @@ def train(config, workdir: str) -> dict[str, float]:
                 except step_lib.NonFiniteLoss:
                     close()
                     raise
-                ckpt.save(step, state, train_iter, force=True)   # no-op when this step is already saved
+                ckpt.save(step, state, force=True)   # no-op when this step is already saved
                 say(f"preempted: checkpoint of step {step} saved; run the same command again to resume")
                 close()
                 return {}

@@ -167,6 +167,7 @@ def _train(r: _Report, mesh: dict | None, num_processes: int) -> None:
     r.number("train.max_skips", integer=True, low=1, hint="set how many skipped steps in a row stop the run, e.g. 10")
     batch = r.number("train.batch_size", integer=True, low=1, hint="set the global batch, e.g. 64")
     micro = r.number("train.micro_batches", integer=True, low=1, hint="use 1 to embed the whole batch at once")
+    r.number("train.micro_unroll", integer=True, low=0, hint="use 0 to unroll the GradCache loops fully")
     if batch is not None and num_processes > 1 and batch % num_processes:
         r.add("train.batch_size", f"{batch} is not divisible by the {num_processes} processes (each reads an equal "
               f"share); use a multiple of {num_processes}, e.g. {_multiples(batch, num_processes)}")

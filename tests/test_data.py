@@ -3,11 +3,9 @@ import os
 import pickle
 import re
 
-import grain.python as grain
 import ml_collections
 import numpy as np
 import pytest
-from etils import epath
 
 from jaxclr.data import augment, datasets, digits, pipeline, shapes, tokenizer
 
@@ -202,7 +200,7 @@ def test_digits_builder(data_dir):
         assert re.search(rf'\b({digits.DIGIT_NAMES[label]}|{label})\b', caption), caption
         assert x['image'].shape == (32, 32, 3) and np.array_equal(x['image'][..., 0], x['image'][..., 2])
     # data.flip is ignored for digits (a mirrored digit is not that digit).
-    batch = next(iter(pipeline.train_loader(cfg, 64, 0, 1)))
+    batch = batches(cfg, 64, 1)[0]
     originals = {x['image'].tobytes() for x in train}
     assert all(img.tobytes() in originals for img in batch['image'])
     m = digits.bilinear_matrix(8, 32)
@@ -241,11 +239,24 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
     assert datasets.resolve_data_dir(cfg.data) == os.path.expanduser(datasets.DEFAULT_DATA_DIR)
 
 
-# --------------------------------------------------------------------------- train loader
+# --------------------------------------------------------------------------- train batches
 
-def test_train_loader_batches(data_dir):
+def batches(cfg, global_batch, n, rows=None, start_step=0):
+    it = pipeline.train_batches(cfg, global_batch, rows, start_step)
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert set(a) == set(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_train_batches(data_dir):
     cfg = make_config(data_dir, flip=False)
-    batch = next(iter(pipeline.train_loader(cfg, 16, 0, 1)))
+    batch = batches(cfg, 16, 1)[0]
     assert set(batch) == {'image', 'text'}
     assert batch['image'].shape == (16, 32, 32, 3) and batch['image'].dtype == np.uint8
     assert batch['text'].shape == (16, 80) and batch['text'].dtype == np.int32
@@ -253,28 +264,49 @@ def test_train_loader_batches(data_dir):
     by_caption = {x['caption'].decode(): x['image'] for x in all_examples(cfg, 'train')}
     for image, text in zip(batch['image'], batch['text']):
         np.testing.assert_array_equal(image, by_caption[tokenizer.decode(text)])
-    with pytest.raises(ValueError, match='divisible'):
-        pipeline.train_loader(cfg, 15, 0, 2)
+    with pytest.raises(ValueError, match='rows'):
+        pipeline.train_batches(cfg, 16, [3, 1])
 
 
-def test_train_loader_shards_are_disjoint(data_dir):
-    cfg = make_config(data_dir, flip=False)
-    seen = []
-    for p in range(2):
-        it = iter(pipeline.train_loader(cfg, 16, p, 2))
-        batches = [next(it) for _ in range(4)]   # 4 x 8 = one epoch of this process's 32 records
-        seen.append({img.tobytes() for b in batches for img in b['image']})
-    assert len(seen[0]) == len(seen[1]) == 32 and not seen[0] & seen[1]
-    assert seen[0] | seen[1] == {x['image'].tobytes() for x in all_examples(cfg, 'train')}
+def test_every_epoch_is_a_new_permutation_of_the_records(data_dir):
+    cfg = make_config(data_dir, flip=False)      # 64 records: 4 batches of 16 per epoch
+    epochs = [[img.tobytes() for b in chunk for img in b['image']] for chunk in
+              (lambda bs: (bs[:4], bs[4:8]))(batches(cfg, 16, 8))]
+    everything = sorted(x['image'].tobytes() for x in all_examples(cfg, 'train'))
+    assert sorted(epochs[0]) == sorted(epochs[1]) == everything
+    assert epochs[0] != epochs[1]
+    other_seed = make_config(data_dir, flip=False)
+    other_seed.seed = 1
+    assert not np.array_equal(batches(other_seed, 16, 1)[0]['text'], batches(cfg, 16, 1)[0]['text'])
 
 
-def test_train_loader_flip_keeps_captions_true(data_dir):
+@pytest.mark.parametrize('split', [
+    ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]),                 # 2 processes
+    ([0, 1, 8, 9], [2, 3, 10, 11], [4, 5, 12, 13], [6, 7, 14, 15]),               # 4, interleaved
+])
+def test_the_global_batch_does_not_depend_on_how_rows_are_split(data_dir, split):
+    # Flip on: augmentation is keyed on the global position too. 6 steps cross an epoch.
     cfg = make_config(data_dir, flip=True)
-    it = iter(pipeline.train_loader(cfg, 32, 0, 1))
+    whole = batches(cfg, 16, 6)
+    parts = [batches(cfg, 16, 6, rows=rows) for rows in split]
+    for step, want in enumerate(whole):
+        for rows, part in zip(split, parts):
+            for k in want:
+                np.testing.assert_array_equal(part[step][k], want[k][rows])
+
+
+def test_start_step_resumes_the_order(data_dir):
+    cfg = make_config(data_dir)
+    assert_batches_equal(batches(cfg, 16, 2, start_step=5), batches(cfg, 16, 7)[5:])
+    assert_batches_equal(batches(cfg, 16, 1, rows=[4, 5, 6], start_step=3),
+                         [{k: v[[4, 5, 6]] for k, v in batches(cfg, 16, 4)[3].items()}])
+
+
+def test_train_batches_flip_keeps_captions_true(data_dir):
+    cfg = make_config(data_dir, flip=True)
     examples = all_examples(cfg, 'train')
     flipped = 0
-    for _ in range(2):
-        batch = next(it)
+    for batch in batches(cfg, 32, 2):
         for image, text in zip(batch['image'], batch['text']):
             caption = tokenizer.decode(text)
             source = [x for x in examples if np.array_equal(x['image'], image)]
@@ -286,38 +318,11 @@ def test_train_loader_flip_keeps_captions_true(data_dir):
     assert flipped > 0
 
 
-def test_iterator_state_restore_reproduces_batches(data_dir, tmp_path):
-    cfg = make_config(data_dir)
-    it = iter(pipeline.train_loader(cfg, 16, 0, 1))
-    for _ in range(5):   # past the 4-batch epoch boundary
-        next(it)
-    state = it.get_state()
-    handler = grain.PyGrainCheckpointHandler()
-    handler.save(epath.Path(tmp_path), item=it)
-    expected = [next(it) for _ in range(3)]
-    fresh = iter(pipeline.train_loader(cfg, 16, 0, 1))
-    fresh.set_state(state)
-    restored = handler.restore(epath.Path(tmp_path), item=iter(pipeline.train_loader(cfg, 16, 0, 1)))
-    for other in (fresh, restored):
-        for want in expected:
-            got = next(other)
-            for k in want:
-                np.testing.assert_array_equal(got[k], want[k])
-    other_seed = make_config(data_dir)
-    other_seed.seed = 1
-    assert not np.array_equal(next(iter(pipeline.train_loader(other_seed, 16, 0, 1)))['text'],
-                              next(iter(pipeline.train_loader(cfg, 16, 0, 1)))['text'])
-
-
 def test_worker_process_gives_same_batches(data_dir):
     cfg = make_config(data_dir)
-    inline = iter(pipeline.train_loader(cfg, 16, 0, 1))
+    inline = batches(cfg, 16, 2)
     cfg.data.worker_count = 1
-    worker = iter(pipeline.train_loader(cfg, 16, 0, 1))
-    for _ in range(2):
-        a, b = next(inline), next(worker)
-        for k in a:
-            np.testing.assert_array_equal(a[k], b[k])
+    assert_batches_equal(batches(cfg, 16, 2), inline)
 
 
 def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):
@@ -345,11 +350,20 @@ def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):
     stats = pipeline.bad_record_stats()
     assert stats['empty caption'] == 1 and stats['bad image'] == 1
     assert stats['undecodable (OSError)'] == 1 and stats['undecodable (UnicodeDecodeError)'] == 1
-    # The train loader skips them too (its reader threads run ahead, so counts only grow).
-    it = iter(pipeline.train_loader(make_config(data_dir, flip=False), 12, 0, 1))
-    batches = [next(it) for _ in range(3)]
-    assert all(b['image'].shape[0] == 12 for b in batches)
-    assert pipeline.bad_record_count() >= 4 + 4
+    # Training replaces a bad record by the next good one in key order, whatever the process
+    # split (its reader threads run ahead, so counts only grow).
+    cfg = make_config(data_dir, flip=False)
+    order = pipeline.train_order(cfg)
+    whole = batches(cfg, 16, 3)
+    halves = [batches(cfg, 16, 3, rows=np.arange(8) + 8 * p) for p in range(2)]
+    for step, batch in enumerate(whole):
+        for p in range(2):
+            np.testing.assert_array_equal(halves[p][step]['image'], batch['image'][8 * p:8 * p + 8])
+        for r in range(16):
+            key = order.record_key(16 * step + r)
+            want = good[0] if key >= 12 else good[key]   # records 12-15 are bad; 15 wraps to 0
+            np.testing.assert_array_equal(batch['image'][r], want['image'])
+    assert pipeline.bad_record_count() >= 4 + 3 * 4
 
 
 # --------------------------------------------------------------------------- eval data

@@ -22,8 +22,11 @@ def tiny_config(terms=None):
     return c
 
 
-@pytest.mark.parametrize("terms", [None, {"clip": 0.0, "sigmoid": 1.0, "m2mix": 0.1, "uniformity": 0.5}])
-def test_micro_batches_match_full_batch(terms):
+@pytest.mark.parametrize("terms, settings", [
+    (None, ((2, 0), (4, 1), (4, 2))),      # (k, train.micro_unroll): 0 = fully unrolled
+    ({"clip": 0.0, "sigmoid": 1.0, "m2mix": 0.1, "uniformity": 0.5}, ((4, 0),)),
+])
+def test_micro_batches_match_full_batch(terms, settings):
     config = tiny_config(terms)
     mesh = parallel.make_mesh(config.mesh)
     rng = np.random.default_rng(0)
@@ -34,15 +37,15 @@ def test_micro_batches_match_full_batch(terms):
         setup, state = state_lib.create(config, mesh)
         key = jax.random.key(1)
         results = {}
-        for k in (1, 2, 4):
-            fn = jax.jit(lambda p, b, k=k: step_lib.loss_and_grads(setup.graphdef, p, b, key, config.loss, k, mesh))
-            results[k] = fn(state["params"], batch)
-    total1, terms1, grads1 = results[1]
-    for k in (2, 4):
-        total, terms_k, grads = results[k]
-        np.testing.assert_allclose(total, total1, rtol=1e-5)
+        for k, unroll in ((1, 1), *settings):
+            fn = jax.jit(lambda p, b, k=k, u=unroll: step_lib.loss_and_grads(setup.graphdef, p, b, key, config.loss,
+                                                                             k, mesh, u))
+            results[k, unroll] = fn(state["params"], batch)
+    total1, terms1, grads1 = results[1, 1]
+    for setting, (total, terms_k, grads) in results.items():
+        np.testing.assert_allclose(total, total1, rtol=1e-5, err_msg=str(setting))
         for name in terms1:
-            np.testing.assert_allclose(terms_k[name], terms1[name], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(terms_k[name], terms1[name], rtol=1e-5, atol=1e-6, err_msg=str(setting))
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads1)):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-6)
     assert float(optax_norm(grads1)) > 0
@@ -57,3 +60,23 @@ def test_micro_batches_must_divide_batch():
     with pytest.raises(ValueError, match="micro_batches"):
         x = {"image": jnp.zeros((6, 32, 32, 3), jnp.uint8), "text": jnp.zeros((6, 16), jnp.int32)}
         step_lib.loss_and_grads(None, None, x, None, config.loss, 4)
+
+
+def test_micro_unroll_unrolls_the_gradcache_loops():
+    # Rolled (unroll=1): the embed loop and the backprop loop are two while loops; fully
+    # unrolled (0, or >= k), neither is. The loss engine's own loops stay (the baseline).
+    config = tiny_config()
+    mesh = parallel.make_mesh(config.mesh)
+    batch = {"image": jax.ShapeDtypeStruct((32, 32, 32, 3), jnp.uint8),
+             "text": jax.ShapeDtypeStruct((32, 16), jnp.int32)}
+    with jax.set_mesh(mesh):
+        setup, state = state_lib.create(config, mesh)
+
+        def while_loops(k, unroll):
+            fn = jax.jit(lambda p, b: step_lib.loss_and_grads(setup.graphdef, p, b, jax.random.key(0), config.loss,
+                                                              k, mesh, unroll))
+            return fn.lower(state["params"], batch).as_text().count("stablehlo.while")
+
+        baseline = while_loops(1, 1)
+        assert while_loops(4, 1) == while_loops(4, 2) == baseline + 2   # partially unrolled: still loops
+        assert while_loops(4, 0) == while_loops(4, 8) == baseline

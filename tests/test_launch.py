@@ -136,11 +136,24 @@ def test_initialize_passes_the_args_to_jax(monkeypatch):
     for name, value in EXPLICIT.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(parallel.jax, "process_index", lambda: 2)  # the log line after initialize
+    monkeypatch.delenv(parallel.PEER_TIMEOUT_VAR, raising=False)
     parallel.initialize()
-    assert calls == [dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)]
+    assert calls == [dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2,
+                          heartbeat_timeout_seconds=parallel.DEFAULT_PEER_TIMEOUT_S)]
+    monkeypatch.setenv(parallel.PEER_TIMEOUT_VAR, "12")
+    parallel.initialize()
+    assert calls[-1]["heartbeat_timeout_seconds"] == 12
     monkeypatch.setenv("JAXCLR_DISTRIBUTED", "0")
     parallel.initialize()
-    assert len(calls) == 1 and not parallel.multi_process_env()
+    assert len(calls) == 2 and not parallel.multi_process_env()
+
+
+@pytest.mark.parametrize("raw, message", [("soon", "not an integer"), ("2", "must be >= 5")])
+def test_bad_peer_timeout_is_one_line(raw, message):
+    with pytest.raises(ValueError, match=message) as err:
+        parallel.peer_timeout_s({parallel.PEER_TIMEOUT_VAR: raw})
+    assert str(err.value).startswith(parallel.PEER_TIMEOUT_VAR) and "\n" not in str(err.value)
+    assert parallel.peer_timeout_s({}) == parallel.DEFAULT_PEER_TIMEOUT_S <= 60
 
 
 # ------------------------------------------------------------------ install: Makefile and setup.py

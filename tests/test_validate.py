@@ -75,7 +75,8 @@ def test_counts_must_be_positive(key):
     assert_one(tiny(**{key.replace(".", "__"): 0}), key, "0 must be >= 1")
 
 
-@pytest.mark.parametrize("key", ["eval.every", "train.stop_at", "optim.warmup_steps", "data.worker_count"])
+@pytest.mark.parametrize("key", ["eval.every", "train.stop_at", "optim.warmup_steps", "data.worker_count",
+                                 "train.micro_unroll"])
 def test_counts_must_not_be_negative(key):
     assert_one(tiny(**{key.replace(".", "__"): -1}), key, "-1 must be >= 0")
 

@@ -1,4 +1,4 @@
-"""Input pipeline: a grain DataLoader over the train split and in-memory eval arrays.
+"""Input pipeline: the run's global training order read through grain, and in-memory eval arrays.
 
 Records are first standardised to {'image': uint8 [S, S, 3], 'caption': str}. A record
 that cannot be read or decoded, has an empty caption or an image that is not an image
@@ -14,7 +14,6 @@ import os
 import threading
 
 import grain.python as grain
-import jax
 import numpy as np
 from absl import flags
 
@@ -147,11 +146,6 @@ class SafeSource:
             return None
 
 
-class _DropBad(grain.FilterTransform):
-    def filter(self, element) -> bool:
-        return element is not None
-
-
 class TrainTransform(grain.RandomMapTransform):
     """Random flip (image + caption) if enabled, then tokenise; image stays uint8."""
 
@@ -174,46 +168,102 @@ def _standardizer(data_cfg, with_labels: bool) -> Standardize:
     return Standardize(data_cfg.image_size, class_names, label_fn)
 
 
-def train_loader(config, global_batch_size: int, process_index: int | None = None,
-                 process_count: int | None = None) -> grain.DataLoader:
-    """Infinite shuffled grain DataLoader of this process's share of the train split.
+class GlobalOrder:
+    """The training examples of a run in order, as a function of the global position only.
+
+    Position p = 0, 1, 2, ... is the p-th example the run trains on: the global batch of
+    step t (1-based) is positions [(t - 1) B, t B), and row r of its arrays is position
+    (t - 1) B + r. So the data of a step does not depend on how many processes read it
+    (each reads the rows its devices hold, `parallel.process_rows`), and a run resumes at
+    step t by starting at position t B: no iterator state is checkpointed.
+
+    - record: epoch p // N is a permutation of the N records (grain's index shuffle: O(1)
+      memory, a new permutation every epoch, from data seed `seed`);
+    - a bad record (unreadable, empty caption, not an image) is replaced by the next good
+      record in key order (key + 1, key + 2, ... mod N), the same choice on every process;
+    - augmentation draws from a generator seeded by (seed, p).
+    """
+
+    def __init__(self, source: 'SafeSource', transform: 'TrainTransform', seed: int):
+        self.source, self.transform, self.seed = source, transform, int(seed)
+        self.num_records = len(source)
+        if not self.num_records:
+            raise ValueError('the train split has no records')
+        self._keys = grain.MapDataset.range(self.num_records).shuffle(seed=self.seed).repeat()
+
+    def record_key(self, position: int) -> int:
+        """Record index at global position `position` (before bad-record replacement)."""
+        return int(self._keys[int(position)])
+
+    def __call__(self, position: int) -> dict:
+        """The transformed example at global position `position`."""
+        key = self.record_key(position)
+        for j in range(self.num_records):
+            record = self.source[(key + j) % self.num_records]
+            if record is not None:
+                break
+        else:
+            raise RuntimeError(f'no readable record in the train split ({self.num_records} tried)')
+        rng = np.random.Generator(np.random.Philox(key=[self.seed, int(position)]))
+        return self.transform.random_map(record, rng)
+
+
+class _LocalRows:
+    """Local example k of this process -> global position (k // b) B + rows[k % b]."""
+
+    def __init__(self, order: GlobalOrder, rows: np.ndarray, global_batch_size: int):
+        self.order, self.rows, self.global_batch_size = order, rows, global_batch_size
+
+    def __call__(self, k: int) -> dict:
+        step, j = divmod(int(k), len(self.rows))
+        return self.order(step * self.global_batch_size + int(self.rows[j]))
+
+
+def train_order(config) -> GlobalOrder:
+    """GlobalOrder of the train split of `config.data` with the train augmentation.
 
     data.flip applies a random horizontal flip (with 'left'/'right' swapped in the caption)
     on datasets whose captions are flip-aware (``datasets.flip_safe``: jaxclr_shapes only);
     on any other dataset it is skipped, with one log line.
-
-    Batches are {'image': uint8 [b, S, S, 3], 'text': int32 [b, max_len]} with
-    b = global_batch_size // process_count; processes read disjoint records. `iter()` of it
-    has get_state()/set_state() (checkpoint with grain.python.PyGrainCheckpointSave).
     """
     data_cfg = config.data
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-    if global_batch_size % process_count:
-        raise ValueError(f'global_batch_size {global_batch_size} is not divisible by the '
-                         f'process count {process_count}.')
     source = SafeSource(datasets.data_source(data_cfg, data_cfg.train_split),
                         _standardizer(data_cfg, with_labels=False))
-    shard = grain.ShardOptions(shard_index=process_index, shard_count=process_count,
-                               drop_remainder=True)
-    sampler = grain.IndexSampler(num_records=len(source), shard_options=shard, shuffle=True,
-                                 num_epochs=None, seed=int(config.seed))
     flip = bool(data_cfg.flip)
     if flip and not datasets.flip_safe(data_cfg):
         log.warning('data.flip skipped: the captions of %s are not flip-aware (only jaxclr_shapes is).',
                     data_cfg.name)
         flip = False
-    operations = [_DropBad(), TrainTransform(flip, int(data_cfg.max_len)),
-                  grain.Batch(global_batch_size // process_count, drop_remainder=True)]
+    return GlobalOrder(source, TrainTransform(flip, int(data_cfg.max_len)), int(config.seed))
+
+
+def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0):
+    """Iterator over this process's rows of the global batches from step `start_step + 1` on.
+
+    rows: the sorted global batch rows this process reads (`parallel.process_rows`); None
+    reads all of them (one process). Yields {'image': uint8 [len(rows), S, S, 3], 'text':
+    int32 [len(rows), max_len]} with row i of the arrays = global row rows[i] (see
+    GlobalOrder). Reading runs ahead in data.worker_count processes (0: threads of this
+    process).
+    """
+    data_cfg = config.data
+    rows = np.arange(global_batch_size) if rows is None else np.asarray(rows, np.int64)
+    if rows.ndim != 1 or not len(rows) or np.any(np.diff(rows) <= 0) or rows[0] < 0 \
+            or rows[-1] >= global_batch_size:
+        raise ValueError(f'rows must be increasing global batch rows in [0, {global_batch_size}), got {rows}')
+    order = train_order(config)
+    local = len(rows)
+    examples = grain.MapDataset.range(int(start_step) * local, 2**62).map(_LocalRows(order, rows, global_batch_size))
     if data_cfg.worker_count and not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()   # grain's worker processes read absl flags (defaults)
     # Decoding is Python (GIL-bound): grain's default of 16 reader threads per process only adds
     # contention (measured on 2 cores: 1,050 ex/s with 16 threads, 2,030 with 2); scale with
     # data.worker_count processes instead.
     read = grain.ReadOptions(num_threads=min(4, os.cpu_count() or 1), prefetch_buffer_size=512)
-    return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                            worker_count=int(data_cfg.worker_count), shard_options=shard,
-                            read_options=read)
+    batches = examples.to_iter_dataset(read).batch(local, drop_remainder=True)
+    if data_cfg.worker_count:
+        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(data_cfg.worker_count)))
+    return iter(batches)
 
 
 def eval_data(config) -> dict:

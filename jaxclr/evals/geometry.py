@@ -13,6 +13,10 @@ from jaxclr.losses import alignment, cross_uniformity, uniformity
 from jaxclr.losses.sharding import resolve
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+# Jitted once here: called eagerly, the engine's shard_map / custom-VJP functions are new objects
+# on every call, so each eval compiled them again and host memory grew ~3 MiB per call (found by
+# tests/test_host_memory.py). jit's cache is keyed on shapes and the ambient mesh.
+_alignment, _uniformity, _cross_uniformity = jax.jit(alignment), jax.jit(uniformity), jax.jit(cross_uniformity)
 METRICS = ("alignment", "uniformity_img", "uniformity_txt", "cross_uniformity", "gap_centroid_distance",
            "mean_positive_cosine", "relative_alignment")
 
@@ -75,10 +79,10 @@ def geometry_metrics(zimg: np.ndarray, ztxt: np.ndarray, max_points: int | None 
     su, sv = jnp.asarray(u[subset]), jnp.asarray(v[subset])
     u64, v64 = u.astype(np.float64), v.astype(np.float64)
     return {
-        "alignment": float(alignment(jnp.asarray(u), jnp.asarray(v))),
-        "uniformity_img": float(uniformity(su)),
-        "uniformity_txt": float(uniformity(sv)),
-        "cross_uniformity": float(cross_uniformity(su, sv)),
+        "alignment": float(_alignment(jnp.asarray(u), jnp.asarray(v))),
+        "uniformity_img": float(_uniformity(su)),
+        "uniformity_txt": float(_uniformity(sv)),
+        "cross_uniformity": float(_cross_uniformity(su, sv)),
         "gap_centroid_distance": float(np.linalg.norm(u64.mean(axis=0) - v64.mean(axis=0))),
         "mean_positive_cosine": float(np.mean(np.sum(u64 * v64, axis=1))),
         "relative_alignment": relative_alignment(u, v, chunk_rows),

@@ -1,0 +1,95 @@
+"""Cost of exact GradCache (`train.micro_batches = k`): step time and compiled memory against k = 1.
+
+One device, the tiny preset (its image/text towers as trained by `make train`), the real
+train step (`jaxclr.step.make_train_step`). For each global batch B and each k, the step
+is compiled, warmed up, and timed (median of --repeats steps); all settings run in one
+process, interleaved round by round, so the ratios to k = 1 compare like with like.
+Memory is XLA's compiled per-device estimate (`memory_analysis().temp_size_in_bytes`, the
+scratch a step needs beyond its arguments and outputs).
+
+    python -m jaxclr.bench.micro_batches [--batches 256,512] [--ks 2,4,8] [--unrolls 1,0] [--repeats 5]
+
+train.micro_unroll = u unrolls the two GradCache loops by u (0: fully); see jaxclr.step.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from jaxclr import configlib, parallel
+from jaxclr import state as state_lib
+from jaxclr import step as step_lib
+
+MiB = 2**20
+
+
+def build(spec: str, batch: int, k: int, unroll: int | None = None):
+    """(compiled step, state, batch arrays, temp bytes) for global batch `batch` and k micro-batches."""
+    config = configlib.load(spec)
+    with config.unlocked():
+        config.mesh.data, config.mesh.fsdp, config.mesh.model = 1, 1, 1
+        config.train.batch_size, config.train.micro_batches = batch, k
+        if unroll is not None:
+            config.train.micro_unroll = unroll
+    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+    with jax.set_mesh(mesh):
+        setup, state = state_lib.create(config, mesh)
+        step = step_lib.make_train_step(config, setup, mesh)
+        rng = np.random.default_rng(0)
+        size, length = int(config.data.image_size), int(config.model.text.max_len)
+        arrays = parallel.global_batch({"image": rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8),
+                                        "text": rng.integers(3, 200, (batch, length), dtype=np.int32)}, mesh)
+        compiled = step.lower(state, arrays).compile()
+    temp = int(compiled.memory_analysis().temp_size_in_bytes)
+    return compiled, mesh, state, arrays, temp
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(prog="python -m jaxclr.bench.micro_batches", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="configs/clip.py:tiny")
+    p.add_argument("--batches", default="256,512")
+    p.add_argument("--ks", default="2,4,8", help="micro-batch counts besides k=1 (always run)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--unrolls", default="1,0", help="train.micro_unroll values (0: fully unrolled)")
+    args = p.parse_args(argv)
+    ks = [int(k) for k in args.ks.split(",") if int(k) > 1]
+    unrolls = [int(u) for u in args.unrolls.split(",")]
+    runs = {}
+    for batch in (int(b) for b in args.batches.split(",")):
+        for k, unroll in [(1, 1)] + [(k, u) for k in ks for u in unrolls]:
+            compiled, mesh, state, arrays, temp = build(args.config, batch, k, unroll)
+            with jax.set_mesh(mesh):
+                state, _ = compiled(state, arrays)     # warm-up
+                jax.block_until_ready(state)
+            runs[batch, k, unroll] = dict(compiled=compiled, mesh=mesh, state=state, arrays=arrays, temp=temp,
+                                          times=[])
+    for _ in range(args.repeats):   # interleaved rounds: slow drifts of the machine hit every setting alike
+        for run in runs.values():
+            with jax.set_mesh(run["mesh"]):
+                start = time.perf_counter()
+                run["state"], _ = run["compiled"](run["state"], run["arrays"])
+                jax.block_until_ready(run["state"])
+                run["times"].append(time.perf_counter() - start)
+    device = jax.devices()[0]
+    print(f"\nGradCache step cost, {args.config}, one device ({device.device_kind}), "
+          f"median of {args.repeats} steps after warm-up; memory: XLA compiled temp per device\n")
+    print("| global batch | k | micro_unroll | step (s) | step / k=1 | temp (MiB) | temp / k=1 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for (batch, k, unroll), run in runs.items():
+        base = runs[batch, 1, 1]
+        t, t1 = statistics.median(run["times"]), statistics.median(base["times"])
+        rows.append(dict(batch=batch, k=k, unroll=unroll, seconds=t, ratio=t / t1, temp=run["temp"],
+                         temp_ratio=run["temp"] / base["temp"]))
+        shown = "-" if k == 1 else unroll
+        print(f"| {batch} | {k} | {shown} | {t:.3f} | {t / t1:.2f} | {run['temp'] / MiB:,.1f} | "
+              f"{run['temp'] / base['temp']:.2f} |", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
