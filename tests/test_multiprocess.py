@@ -7,7 +7,6 @@ process and continues with the same losses.
 
 When a process dies, the others exit non-zero within the peer timeout ($JAXCLR_PEER_TIMEOUT_S).
 """
-import json
 import os
 import shutil
 import socket
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from jaxclr import train
-from tests.test_train import tiny_run_config
+from tests.test_train import read_metrics, tiny_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +42,7 @@ def topology_config(data_dir):
 
 
 def losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+    return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}
 
 
 def free_port():
