@@ -25,7 +25,8 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "ruff>=0.6", "wandb>=0.19"],   # the W&B sink is tested offline
+        "wandb": ["wandb>=0.19"],   # log.wandb=True
         # Accelerators: `make ACCEL=tpu|cuda12 ...` installs '.[test,<ACCEL>]'. Both wheels are on PyPI
         # (libtpu and jax-cuda12-plugin[with-cuda]); no -f/--find-links URL is needed for jax >= 0.4.3x.
         "tpu": [f"jax[tpu]{JAX_BOUNDS}"],

@@ -104,7 +104,12 @@ def get_config(arg="tiny"):
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
     c.train.on_nonfinite = "stop"   # non-finite loss/grads: update skipped; 'stop' (raise) or 'skip' (count, go on)
     c.train.max_skips = 10          # 'skip': stop after this many skipped steps in a row
+    c.train.profile_steps = ()      # (start, stop): jax.profiler trace of those steps in <workdir>/profile
     c.train.allow_config_change = False  # True: resume even though the config differs from the run's config.json
+
+    c.log = ml_collections.ConfigDict()
+    c.log.wandb = False             # also log to Weights & Biases (extra [wandb]; WANDB_MODE=offline works)
+    c.log.wandb_project = "jaxclr"
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 1_000 if tiny else 2_000

@@ -45,6 +45,9 @@ class MetricWriter:
     hides the old events with step > S (`purge_step=S + 1`), and a write at step S leaves out
     the names already logged at S. So each (step, name) appears once in metrics.jsonl.
 
+    `sinks`: more outputs (e.g. `wandb_writer.WandbWriter`), each with `write_scalars(step,
+    {name: float})` and `close()`; they get what metrics.jsonl gets, after the resume dedup.
+
     `workdir` may be a URL (`gs://bucket/run`); files are then written through etils.epath.
     An object store has no append, so there metrics.jsonl is kept in memory and uploaded whole,
     at most every `upload_every_s` seconds while writing and always on `flush`/`close` (so
@@ -54,7 +57,7 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None, resume_step: int | None = None,
-                 upload_every_s: float = 30.0):
+                 upload_every_s: float = 30.0, sinks=()):
         if enabled is None:
             import jax  # only needed to find the process index
 
@@ -66,6 +69,7 @@ class MetricWriter:
         self._logged_at_resume: set[str] = set()   # names already in the file at resume_step
         self._tb = None
         self._jsonl = None
+        self._sinks = list(sinks) if self.enabled else []
         if self.enabled:
             root.mkdir(parents=True, exist_ok=True)
             path = root / METRICS_FILE
@@ -99,6 +103,8 @@ class MetricWriter:
             if self._tb is not None:
                 self._tb.add_scalar(name, value, global_step=step)
         self._write_json({"step": step, **values})
+        for sink in self._sinks:
+            sink.write_scalars(step, values)
 
     def write_text(self, step: int, name: str, text: str) -> None:
         """Writes a text entry (TensorBoard text plugin + a JSONL line `{"step": s, name: text}`)."""
@@ -128,6 +134,9 @@ class MetricWriter:
                 self._tb.close()
             self._jsonl.close()
             self._jsonl = None
+            for sink in self._sinks:
+                sink.close()
+            self._sinks = []
 
     def __enter__(self) -> Self:
         return self

@@ -26,6 +26,8 @@ from jaxclr.evals import runner
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter, Progress
 from jaxclr.preemption import PreemptionWatch
+from jaxclr.profiler import ProfileWindow
+from jaxclr.wandb_writer import WandbWriter
 
 DEFAULT_CONFIG = "configs/default.py"
 
@@ -90,7 +92,11 @@ def train(config, workdir: str) -> dict[str, float]:
     # ------------------------------------------------------------------ evals
     evaluators = runner.build_evaluators(config.eval, eval_data, class_names, config.data.max_len)
     embed = state_lib.embed_fns(setup.graphdef, mesh)   # compiled once, reused by every eval
-    writer = MetricWriter(workdir, resume_step=start)    # drops what a previous attempt logged after `start`
+    project = config.log.wandb_project
+    sinks = [WandbWriter(workdir, config, project)] if config.log.wandb and jax.process_index() == 0 else []
+    # Drops what a previous attempt logged after `start`.
+    writer = MetricWriter(workdir, resume_step=start, sinks=sinks)
+    profile = ProfileWindow(config.train.profile_steps, int(config.train.total_steps), workdir)
 
     def run_evals(step, params):
         embed_image, embed_text = embed.bind(params)
@@ -100,6 +106,7 @@ def train(config, workdir: str) -> dict[str, float]:
         return results
 
     def close():
+        profile.close()
         ckpt.close()
         writer.close()
 
@@ -121,8 +128,10 @@ def train(config, workdir: str) -> dict[str, float]:
     with PreemptionWatch() as preemption:   # handlers live only while the loop runs
         for step in range(start + 1, total + 1):
             batch = parallel.global_batch(next(train_iter), mesh, rows, batch_size)
+            profile.before(step)
             with jax.set_mesh(mesh):
                 state, metrics = train_step(state, batch)
+            profile.after(step, (state, metrics))
             examples_since_log += batch_size
             log_now = step % log_every == 0 or step == total
             stopping = step == stop_at and step != total

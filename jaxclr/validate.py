@@ -20,7 +20,7 @@ import numbers
 import jax
 import ml_collections
 
-from jaxclr import configlib, parallel
+from jaxclr import configlib, parallel, profiler
 from jaxclr import step as step_lib
 from jaxclr.data import datasets, tokenizer
 from jaxclr.evals import runner
@@ -183,6 +183,20 @@ def _train(r: _Report, mesh: dict | None, num_processes: int) -> None:
         r.add("train.micro_batches", f"{micro} does not divide the per-device batch {per_device} (train.batch_size "
               f"{batch} / {shards} data-parallel devices); use a divisor of {per_device}, e.g. "
               f"{_divisors(per_device, micro)}")
+
+
+def _logging(r: _Report) -> None:
+    total = r.get("train.total_steps", None)
+    try:
+        profiler.check_window(r.get("train.profile_steps"), total if isinstance(total, int) else 1 << 62)
+    except (ValueError, TypeError) as e:
+        r.add("train.profile_steps", str(e).removeprefix("train.profile_steps="))
+    wandb = r.get("log.wandb")
+    if not isinstance(wandb, bool):
+        r.add("log.wandb", f"{wandb!r} is not True or False")
+    project = r.get("log.wandb_project")
+    if not isinstance(project, str) or (wandb is True and not project):
+        r.add("log.wandb_project", f"{project!r}: name the W&B project, e.g. 'jaxclr'")
 
 
 def _checkpoint(r: _Report) -> None:
@@ -367,6 +381,7 @@ def problems(config, num_devices: int | None = None, *, num_processes: int | Non
         _loss(r)
         _optim(r)
         _checkpoint(r)
+        _logging(r)
     return r.problems
 
 
