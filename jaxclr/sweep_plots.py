@@ -55,7 +55,7 @@ def positions(values: list) -> tuple[dict, list | None]:
 def panel_grid(n: int):
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -83,6 +83,7 @@ def metrics_vs_param(rows: list[dict], param: str, others: list[str], metrics: l
     if others and len(lines) > 1:
         axes[0].legend(fontsize=7)
     fig.suptitle(f"final metrics against {param} (mean +- sample std over seeds)")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
 
 
