@@ -6,10 +6,16 @@ A run's final value of a metric is its value at the largest step that logged it 
 ``metrics.jsonl``. A cell is ``mean +- std`` with the sample standard deviation
 (ddof = 1) and n stated in the header; a run that lacks a metric is left out of that
 cell's n, and a NaN in any run makes the cell NaN (never hidden by the others).
+
+For sweeps (`jaxclr.sweep`): `write_csv` writes one row per run, `group` collects the runs
+that differ only in some keys (e.g. the seed) and `grouped_markdown` tables mean +- std per
+group; `series` reads one metric's curve.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
 
@@ -53,6 +59,61 @@ def markdown(summary: dict[str, tuple[float, float, int]], digits: int = 3) -> s
     return "\n".join(lines)
 
 
+EVAL_PREFIXES = ("zeroshot", "retrieval", "geometry")
+
+
+def is_eval_metric(name: str) -> bool:
+    """Whether `name` is an eval metric (zeroshot/..., retrieval/..., geometry/...)."""
+    return name.split("/")[0] in EVAL_PREFIXES
+
+
+def series(workdir, name: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of metric `name` in workdir/metrics.jsonl, in step order."""
+    points = {}
+    for line in (paths.resolve(workdir) / METRICS_FILE).read_text().splitlines():
+        record = json.loads(line)
+        if isinstance(record.get(name), (int, float)):
+            points[int(record["step"])] = float(record[name])
+    steps = sorted(points)
+    return steps, [points[s] for s in steps]
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    """One line per row; the columns are every key of the rows, in first-seen order ('' where a
+    row lacks one). Floats are written with repr, so reading them back gives the same float."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    paths.resolve(path).write_text(text.getvalue())
+
+
+def group(rows: list[dict], keys: list[str]) -> dict[str, list[dict]]:
+    """{'k1=v1,k2=v2': the rows with those values}, groups in first-seen order ('all' when no keys)."""
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        label = ",".join(f"{k}={row.get(k)}" for k in keys) or "all"
+        out.setdefault(label, []).append(row)
+    return out
+
+
+def grouped_markdown(groups: dict[str, list[dict]], names: list[str], digits: int = 4) -> str:
+    """A table, one row per metric and one column per group: `mean +- std` (sample std) over the
+    group's runs; the header gives each group's n, and a cell whose n differs says its own."""
+    header = "| metric | " + " | ".join(f"{label} (n={len(rows)})" for label, rows in groups.items()) + " |"
+    lines = [header, "|---|" + "---:|" * len(groups)]
+    stats = {label: summarise(rows, names) for label, rows in groups.items()}
+    for name in names:
+        cells = []
+        for label, rows in groups.items():
+            mean, std, n = stats[label][name]
+            cell = "-" if n == 0 else f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} +- {std:.{digits}f}"
+            cells.append(cell if n in (0, len(rows)) else f"{cell} (n={n})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+")
@@ -60,7 +121,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     runs = [final_metrics(w) for w in args.workdirs]
     names = [m for m in args.metrics.split(",") if m] or sorted(
-        {k for r in runs for k in r if k.split("/")[0] in ("zeroshot", "retrieval", "geometry")})
+        {k for r in runs for k in r if is_eval_metric(k)})
     print(markdown(summarise(runs, names)))
 
 

@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, paths, runinfo, validate
+from jaxclr import configlib, finished, parallel, paths, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
@@ -179,6 +179,8 @@ def train(config, workdir: str) -> dict[str, float]:
         say(f"skipped {bad} bad records: {pipeline.bad_record_stats()}")
     results = run_evals(total, state["params"])
     close()
+    if jax.process_index() == 0:   # the run is complete: jaxclr.sweep skips it from now on
+        finished.mark(workdir, total, results)
     return results
 
 
