@@ -116,5 +116,8 @@ def get_config(arg="tiny"):
     c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
     c.eval.recall_ks = (1, 5, 10)
     c.eval.geometry_max_points = 8192
+    # Extra zero-shot tasks: TFDS datasets prepared in the data dir, 'name[:split]', e.g.
+    # ("cifar10", "imagenet2012:validation"); metrics zeroshot/<name>_top1 (jaxclr.evals.tasks).
+    c.eval.zeroshot_datasets = ()
     assert math.isclose(math.log(c.model.init_scale), 2.659260, abs_tol=1e-6)
     return c
