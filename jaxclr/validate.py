@@ -356,7 +356,7 @@ def _zeroshot_datasets(r: _Report) -> None:
         try:
             cfg = ml_collections.ConfigDict(data)
             cfg.name = tasks.parse_entry(entry)[0]
-            tasks.split_of(datasets.ensure_prepared(cfg), entry)
+            tasks.split_of(tasks.splits_of(cfg), entry)   # never builds an embedded dataset
             if not tasks.dataset_tasks(cfg):
                 raise ValueError(f"{cfg.name} has no ClassLabel 'label' feature to classify; remove it")
         except Exception as e:  # noqa: BLE001 - any dataset that cannot be opened is one problem line

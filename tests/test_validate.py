@@ -362,3 +362,16 @@ def test_cli_unknown_key_and_bad_preset_exit_with_code_2(tmp_path):
     assert error_lines(proc) == ["error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of "
                                  "['b16', 'l14', 's16', 'tiny']"]
     assert not (tmp_path / "run").exists()
+
+
+def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
+    assert_one(tiny(type_safe=False, eval__zeroshot_datasets="cifar10"), "eval.zeroshot_datasets",
+               "is not a tuple of dataset names")
+    message = assert_one(tiny(data__data_dir="/nonexistent/tfds", eval__zeroshot_datasets=("cifar10",)),
+                         "eval.zeroshot_datasets", "'cifar10'", "not prepared in /nonexistent/tfds")
+    assert "\n" not in message
+    empty = str(tmp_path)   # embedded datasets are valid entries, and checking them builds nothing
+    assert_one(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)),
+               "eval.zeroshot_datasets", "'validation' is not a split of jaxclr_digits")
+    assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits",)), 8) == []
+    assert list(tmp_path.iterdir()) == []

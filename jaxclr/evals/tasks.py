@@ -106,10 +106,16 @@ def dataset_tasks(data_cfg, stem: str | None = None) -> tuple[ZeroShotTask, ...]
     return tuple(tasks)
 
 
-def split_of(builder, entry: str) -> str:
+def splits_of(data_cfg) -> list[str]:
+    """The splits of dataset data_cfg.name (an embedded one: train and test, without building it)."""
+    if data_cfg.name in datasets.EMBEDDED:
+        return ["train", "test"]
+    return list(datasets.ensure_prepared(data_cfg).info.splits)
+
+
+def split_of(splits, entry: str) -> str:
     """The split an entry names, else 'test', else 'validation'; ValueError if the dataset lacks it."""
     dataset, split = parse_entry(entry)
-    splits = list(builder.info.splits)
     if split is not None:
         if split not in splits:
             raise ValueError(f"{split!r} is not a split of {dataset}; use one of {', '.join(map(repr, splits))}")
@@ -126,7 +132,7 @@ def zeroshot_split(entry: str, data_cfg) -> ZeroShotSplit:
     dataset, split = parse_entry(entry)
     cfg = ml_collections.ConfigDict(data_cfg.to_dict())
     cfg.name = dataset
-    split = split_of(datasets.ensure_prepared(cfg), entry)
+    split = split_of(splits_of(cfg), entry)
     tasks = dataset_tasks(cfg, stem=entry.replace(":", "_"))
     if not tasks:
         raise ValueError(f"{dataset} has no ClassLabel 'label' feature to classify")
