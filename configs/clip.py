@@ -125,6 +125,9 @@ def get_config(arg="tiny"):
     c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
     c.eval.recall_ks = (1, 5, 10)
     c.eval.geometry_max_points = 8192
+    # Extra zero-shot tasks: TFDS datasets prepared in the data dir, 'name[:split]', e.g.
+    # ("cifar10", "imagenet2012:validation"); metrics zeroshot/<name>_top1 (jaxclr.evals.tasks).
+    c.eval.zeroshot_datasets = ()
     if arg == "digits":
         c.data.name = "jaxclr_digits"   # 1,438 train / 359 test images; a mirrored digit is no digit: no flip
         c.data.flip = False

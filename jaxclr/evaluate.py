@@ -20,8 +20,8 @@ from ml_collections import config_flags
 from jaxclr import configlib, parallel, paths, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
-from jaxclr.data import datasets, pipeline
-from jaxclr.evals import runner
+from jaxclr.data import datasets
+from jaxclr.evals import runner, tasks
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter
 
@@ -46,10 +46,9 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[s
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (python -m jaxclr.train)")
     datasets.ensure_prepared(config.data)
-    eval_data = pipeline.eval_data(config)
-    class_names = datasets.zero_shot_tasks(config.data)
     embed_image, embed_text = state_lib.embed_fns(setup.graphdef, mesh).bind(state["params"])
-    results = runner.run_evals(config.eval, eval_data, class_names, config.data.max_len, embed_image, embed_text)
+    results = runner.run_evals(config.eval, tasks.eval_set(config), tasks.tokenize_fn(config.data),
+                               embed_image, embed_text)
     with MetricWriter(workdir) as writer:
         writer.write_scalars(step, results)
     ckpt.close()
@@ -87,7 +86,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(f"checkpoint step {step}")
-        print(report_table(results, datasets.zero_shot_tasks(config.data)))
+        print(report_table(results, tasks.chance_class_names(config)))
 
 
 if __name__ == "__main__":

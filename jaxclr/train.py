@@ -22,7 +22,7 @@ from jaxclr import state as state_lib
 from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
 from jaxclr.data import datasets, pipeline
-from jaxclr.evals import runner
+from jaxclr.evals import runner, tasks
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter, Progress
 from jaxclr.preemption import PreemptionWatch
@@ -71,8 +71,8 @@ def train(config, workdir: str) -> dict[str, float]:
         multihost_utils.sync_global_devices("jaxclr: dataset prepared")
     datasets.ensure_prepared(config.data)
     rows = parallel.process_rows(mesh, batch_size)   # the global batch rows this process's devices hold
-    eval_data = pipeline.eval_data(config)
-    class_names = datasets.zero_shot_tasks(config.data)
+    eval_set = tasks.eval_set(config)   # streamed at every eval: no eval images held in memory
+    tokenize = tasks.tokenize_fn(config.data)
 
     # ------------------------------------------------------------ model + shardings
     with jax.set_mesh(mesh):
@@ -90,7 +90,7 @@ def train(config, workdir: str) -> dict[str, float]:
     train_iter = pipeline.train_batches(config, batch_size, rows, start_step=start)
 
     # ------------------------------------------------------------------ evals
-    evaluators = runner.build_evaluators(config.eval, eval_data, class_names, config.data.max_len)
+    evaluators = runner.build_evaluators(config.eval, eval_set, tokenize)
     embed = state_lib.embed_fns(setup.graphdef, mesh)   # compiled once, reused by every eval
     project = config.log.wandb_project
     sinks = [WandbWriter(workdir, config, project)] if config.log.wandb and jax.process_index() == 0 else []
@@ -100,8 +100,7 @@ def train(config, workdir: str) -> dict[str, float]:
 
     def run_evals(step, params):
         embed_image, embed_text = embed.bind(params)
-        results = runner.run_evals(config.eval, eval_data, class_names, config.data.max_len,
-                                   embed_image, embed_text, evaluators)
+        results = runner.run_evals(config.eval, eval_set, tokenize, embed_image, embed_text, evaluators)
         writer.write_scalars(step, results)
         return results
 
@@ -203,7 +202,7 @@ def main(argv):
     except (runinfo.ConfigChanged, CheckpointFormatError, NoGoodCheckpoint, step_lib.NonFiniteLoss) as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0 and results:   # empty: stopped early (stop_at, preemption) to resume later
-        print(report_table(results, datasets.zero_shot_tasks(config.data)))
+        print(report_table(results, tasks.chance_class_names(config)))
         print(f"wall time {time.time() - start:.0f} s", flush=True)
 
 

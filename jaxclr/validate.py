@@ -23,7 +23,7 @@ import ml_collections
 from jaxclr import configlib, parallel, profiler
 from jaxclr import step as step_lib
 from jaxclr.data import datasets, tokenizer
-from jaxclr.evals import runner
+from jaxclr.evals import runner, tasks
 from jaxclr.losses import IMPLS, engine, objective
 from jaxclr.models import layers, vit
 
@@ -353,6 +353,28 @@ def _eval(r: _Report, training: bool) -> None:
         r.add("eval.recall_ks", f"{ks!r} is not a tuple of positive integers; use e.g. (1, 5, 10)")
     r.number("eval.geometry_max_points", integer=True, low=2, default=None,
              hint="cap the points of the uniformity terms, e.g. 8192, or use None for every point")
+    _zeroshot_datasets(r)
+
+
+def _zeroshot_datasets(r: _Report) -> None:
+    """eval.zeroshot_datasets: each 'name[:split]' a prepared dataset with that split and a label."""
+    entries = r.get("eval.zeroshot_datasets", ())
+    if not isinstance(entries, (tuple, list)) or not all(isinstance(e, str) for e in entries):
+        r.add("eval.zeroshot_datasets", f"{entries!r} is not a tuple of dataset names; use e.g. ('cifar10', "
+              "'imagenet2012:validation'), or () for none")
+        return
+    data = r.get("data", None)
+    if not isinstance(data, dict):
+        return
+    for entry in entries:
+        try:
+            cfg = ml_collections.ConfigDict(data)
+            cfg.name = tasks.parse_entry(entry)[0]
+            tasks.split_of(tasks.splits_of(cfg), entry)   # never builds an embedded dataset
+            if not tasks.dataset_tasks(cfg):
+                raise ValueError(f"{cfg.name} has no ClassLabel 'label' feature to classify; remove it")
+        except Exception as e:  # noqa: BLE001 - any dataset that cannot be opened is one problem line
+            r.add("eval.zeroshot_datasets", f"{entry!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 # ------------------------------------------------------------------ entry points

@@ -1,4 +1,4 @@
-"""Tests of jaxclr.data: builders, tokenizer, flip augmentation, grain pipeline, eval arrays."""
+"""Tests of jaxclr.data: builders, tokenizer, flip augmentation, grain pipeline, streamed eval split."""
 import os
 import pickle
 import re
@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxclr.data import augment, datasets, digits, pipeline, shapes, tokenizer
+from jaxclr.data import augment, datasets, digits, eval_stream, pipeline, shapes, tokenizer
 
 
 def make_config(data_dir, **overrides):
@@ -239,37 +239,42 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
     assert datasets.resolve_data_dir(cfg.data) == os.path.expanduser(datasets.DEFAULT_DATA_DIR)
 
 
-# --------------------------------------------------------------------------- eval data
+# --------------------------------------------------------------------------- eval split
 
-def test_eval_data_fields_and_labels(data_dir):
+def read_eval_split(cfg, batch_size=7):
+    """The eval split streamed in batches of `batch_size`, joined: (batch sizes, images, captions, labels)."""
+    got = list(eval_stream.eval_split(cfg).batches(batch_size))
+    return ([len(b['image']) for b in got], np.concatenate([b['image'] for b in got]),
+            [c for b in got for c in b['captions']],
+            {t: np.concatenate([b['labels'][t] for b in got]) for t in got[0]['labels']})
+
+
+def test_eval_split_streams_fields_and_labels(data_dir):
     cfg = make_config(data_dir, eval_examples=20)
-    ev = pipeline.eval_data(cfg)
-    assert ev['image'].shape == (20, 32, 32, 3) and ev['image'].dtype == np.uint8
-    assert ev['text'].shape == (20, 80) and ev['text'].dtype == np.int32
-    assert [tokenizer.decode(t) for t in ev['text']] == ev['caption']   # max_len 80: nothing truncated
-    group = ev['caption_group']
-    assert group.dtype == np.int32
-    for i in range(20):
-        for j in range(20):
-            assert (group[i] == group[j]) == (ev['caption'][i] == ev['caption'][j])
-    assert set(ev['labels']) == {'color', 'shape'} == set(datasets.zero_shot_tasks(cfg.data))
+    sizes, images, captions, labels = read_eval_split(cfg)
+    assert sizes == [7, 7, 6]
+    assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
+    assert all(len(c) == 1 for c in captions)   # shapes: one Text caption per image
+    assert set(labels) == {'color', 'shape'} == set(datasets.zero_shot_tasks(cfg.data))
     src = datasets.data_source(cfg.data, 'test')
     for i in range(20):
         x = src[i]
         single = int(x['num_objects']) == 1
-        assert ev['caption'][i] == x['caption'].decode()
-        assert ev['labels']['color'][i] == (x['colors'][0] if single else -1)
-        assert ev['labels']['shape'][i] == (x['shapes'][0] if single else -1)
+        np.testing.assert_array_equal(images[i], x['image'])
+        assert captions[i] == (x['caption'].decode(),)
+        assert labels['color'][i] == (x['colors'][0] if single else -1)
+        assert labels['shape'][i] == (x['shapes'][0] if single else -1)
         if single:
-            assert shapes.SHAPES[ev['labels']['shape'][i]] in ev['caption'][i]
-    assert np.sum(ev['labels']['color'] >= 0) > 3
-    assert len(pipeline.eval_data(make_config(data_dir))['caption']) == 32   # capped by the split
+            assert shapes.SHAPES[labels['shape'][i]] in captions[i][0]
+    assert np.sum(labels['color'] >= 0) > 3
+    assert read_eval_split(make_config(data_dir), 16)[0] == [16, 16]   # capped by the split (32)
 
 
 def test_long_captions_are_truncated_and_counted(data_dir):
     pipeline.reset_bad_record_stats()
-    ev = pipeline.eval_data(make_config(data_dir, max_len=24))
-    long = [c for c in ev['caption'] if len(c) > 22]
+    captions = [c for (c,) in read_eval_split(make_config(data_dir))[2]]
+    text = np.stack([pipeline.tokenize(c, 24) for c in captions])
+    long = [c for c in captions if len(c) > 22]
     assert long and pipeline.bad_record_stats()['truncated_captions'] == len(long)
-    assert all(tokenizer.decode(t) == c[:22] for t, c in zip(ev['text'], ev['caption']))
-    assert np.all(ev['text'][:, -1][[len(c) > 22 for c in ev['caption']]] == tokenizer.EOS)
+    assert all(tokenizer.decode(t) == c[:22] for t, c in zip(text, captions))
+    assert np.all(text[:, -1][[len(c) > 22 for c in captions]] == tokenizer.EOS)

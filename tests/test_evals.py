@@ -3,6 +3,8 @@
 The runner tests import geometry, which needs ``jaxclr.losses``; the geometry metrics
 themselves are tested in test_eval_geometry.py.
 """
+import functools
+
 import numpy as np
 import pytest
 
@@ -234,7 +236,8 @@ def test_class_embeddings_are_normalised_mean_of_template_embeddings():
     tower = FakeTextTower(max_len)
     names = ["red", "green", "blue"]
     templates = prompts.templates_for("color")
-    got = zeroshot.class_embeddings(tower, names, templates, max_len, batch_size=4)
+    got = zeroshot.class_embeddings(tower, names, templates, functools.partial(encode_batch, max_len=max_len),
+                                    batch_size=4)
     assert got.shape == (3, 12) and got.dtype == np.float32
     assert set(tower.calls) == {4}                                 # every call padded to the full chunk
     for c, name in enumerate(names):
@@ -286,18 +289,29 @@ def test_shapes_prompts_are_the_single_object_captions_with_the_class_in_its_slo
 # ----------------------------------------------------------------------------- runner
 
 
-def _toy_eval_set(n=10, size=4, max_len=8):
-    """Eval set whose fake towers embed pair i to the same one-hot vector e_i (perfect model)."""
+def _toy_eval_set(n=10, size=4):
+    """Eval set whose fake towers embed pair i to the same one-hot vector e_i (perfect model):
+    image i has pixel value i, caption i reads 'caption i', which the fake tokenizer maps to [i]."""
+    from jaxclr.data.eval_stream import ArraySplit
+    from jaxclr.evals.tasks import EvalSet, ZeroShotTask
+
     image = np.zeros((n, size, size, 3), np.uint8)
     image[:, 0, 0, 0] = np.arange(n)
-    text = np.zeros((n, max_len), np.int32)
-    text[:, 0] = np.arange(n)
-    data = {
-        "image": image, "text": text, "caption": [f"caption {i}" for i in range(n)],
-        "caption_group": np.arange(n, dtype=np.int32),
-        "labels": {"digit": np.arange(n, dtype=np.int32) % 3, "color": -np.ones(n, np.int32)},
-    }
-    return data, {"digit": ["zero", "one", "two"], "color": ["red"]}
+    split = ArraySplit({"image": image, "caption": [f"caption {i}" for i in range(n)],
+                        "labels": {"digit": np.arange(n) % 3, "color": -np.ones(n, np.int32)}})
+    tasks = (ZeroShotTask("digit", "digit", ("zero", "one", "two"), tuple(prompts.templates_for("digit"))),
+             ZeroShotTask("color", "color", ("red",), tuple(prompts.templates_for("color"))))
+    return EvalSet(split, tasks)
+
+
+def _last_number_tokenize(texts):
+    """Fake tokenizer: a caption's trailing number (its pair index); a prompt -> the index of
+    its digit name in ('zero', 'one', 'two'), so class c's prompts all embed to e_c."""
+    out = []
+    for text in texts:
+        word = text.split()[-1]
+        out.append(int(word) if word.isdigit() else next(i for i, d in enumerate(("zero", "one", "two")) if d in text))
+    return np.array(out, np.int32)[:, None]
 
 
 class _OneHotTower:
@@ -309,18 +323,24 @@ class _OneHotTower:
         return np.eye(self.dim, dtype=np.float32)[self.key(x) % self.dim]
 
 
+def _towers():
+    return _OneHotTower(16, lambda x: x[:, 0, 0, 0].astype(int)), _OneHotTower(16, lambda x: x[:, 0].astype(int))
+
+
 def test_run_evals_embeds_once_and_names_metrics():
     from jaxclr.evals import runner
 
-    data, class_names = _toy_eval_set()
+    eval_set = _toy_eval_set()
     cfg = {"batch_size": 4, "evaluators": ("zeroshot", "retrieval", "geometry"), "geometry_max_points": None}
-    embed_image = _OneHotTower(16, lambda x: x[:, 0, 0, 0].astype(int))
-    embed_text = _OneHotTower(16, lambda x: x[:, 0].astype(int))
-    out = runner.run_evals(cfg, data, class_names, 8, embed_image, embed_text)
+    embed_image, embed_text = _towers()
+    out = runner.run_evals(cfg, eval_set, _last_number_tokenize, embed_image, embed_text)
     assert embed_image.calls == [4, 4, 4]            # eval images embedded once, in padded chunks
     assert set(embed_text.calls) == {4}
     assert {"zeroshot/digit_top1", "zeroshot/digit_top5"} <= set(out)
     assert not any(name.startswith("zeroshot/color") for name in out)   # all labels -1: skipped
+    # image i is e_i and the digit classes are e_0, e_1, e_2: images 0, 1, 2 are right (labels i % 3),
+    # every other image scores 0 against all three classes, a three-way tie: a miss
+    assert out["zeroshot/digit_top1"] == pytest.approx(3 / 10)
     assert out["zeroshot/digit_top5"] == 1.0                             # 3 classes
     for key in ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@10"):
         assert out[f"retrieval/{key}"] == 1.0
@@ -335,11 +355,11 @@ def test_run_evals_gives_a_broken_model_no_score(embedding):
     most chance, Recall@k = 0 for k < N, uniformity at its worst (0)."""
     from jaxclr.evals import runner
 
-    data, class_names = _toy_eval_set()
+    eval_set = _toy_eval_set()
     cfg = {"batch_size": 4, "evaluators": ("zeroshot", "retrieval", "geometry"), "geometry_max_points": None}
     vector = np.full(16, np.nan, np.float32) if embedding == "nan" else _random_unit(1, 16, seed=34)[0]
     tower = lambda x: np.tile(vector, (x.shape[0], 1))
-    out = runner.run_evals(cfg, data, class_names, 8, tower, tower)
+    out = runner.run_evals(cfg, eval_set, _last_number_tokenize, tower, tower)
     assert out and {name.split("/")[0] for name in out} == {"zeroshot", "retrieval", "geometry"}
     if embedding == "nan":
         assert all(np.isnan(value) for value in out.values())
@@ -352,16 +372,18 @@ def test_run_evals_gives_a_broken_model_no_score(embedding):
 
 
 def test_evaluators_run_standalone_and_unknown_name_raises():
+    import dataclasses
+
     from jaxclr.evals import runner
 
-    data, class_names = _toy_eval_set()
+    eval_set = _toy_eval_set()
     cfg = {"batch_size": 4, "evaluators": ("retrieval",), "recall_ks": (1, 2)}
-    (evaluator,) = runner.build_evaluators(cfg, data, class_names, 8)
-    embed_image = _OneHotTower(16, lambda x: x[:, 0, 0, 0].astype(int))
-    embed_text = _OneHotTower(16, lambda x: x[:, 0].astype(int))
-    assert dict(evaluator.run(embed_image, embed_text)) == {
+    (evaluator,) = runner.build_evaluators(cfg, eval_set, _last_number_tokenize)
+    assert dict(evaluator.run(*_towers())) == {
         "retrieval/i2t_R@1": 1.0, "retrieval/i2t_R@2": 1.0, "retrieval/t2i_R@1": 1.0, "retrieval/t2i_R@2": 1.0}
     with pytest.raises(ValueError, match="known: .*geometry.*retrieval.*zeroshot"):
-        runner.build_evaluators({"evaluators": ("retreival",)}, data, class_names, 8)
+        runner.build_evaluators({"evaluators": ("retreival",)}, eval_set, _last_number_tokenize)
+    no_digit = dataclasses.replace(eval_set, tasks=eval_set.tasks[1:])
+    (zeroshot_evaluator,) = runner.build_evaluators({"evaluators": ("zeroshot",)}, no_digit, _last_number_tokenize)
     with pytest.raises(ValueError, match="no class names"):
-        runner.build_evaluators({"evaluators": ("zeroshot",)}, data, {"color": ["red"]}, 8)
+        dict(zeroshot_evaluator.run(*_towers()))

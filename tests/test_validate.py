@@ -374,3 +374,16 @@ def test_wandb_switch_must_be_a_bool_and_needs_a_project():
     assert_one(tiny(type_safe=False, log__wandb="yes"), "log.wandb", "True or False")
     assert_one(tiny(log__wandb=True, log__wandb_project=""), "log.wandb_project", "name the W&B project")
     assert validate.problems(tiny(log__wandb=False, log__wandb_project=""), 8) == []
+
+
+def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
+    assert_one(tiny(type_safe=False, eval__zeroshot_datasets="cifar10"), "eval.zeroshot_datasets",
+               "is not a tuple of dataset names")
+    message = assert_one(tiny(data__data_dir="/nonexistent/tfds", eval__zeroshot_datasets=("cifar10",)),
+                         "eval.zeroshot_datasets", "'cifar10'", "not prepared in /nonexistent/tfds")
+    assert "\n" not in message
+    empty = str(tmp_path)   # embedded datasets are valid entries, and checking them builds nothing
+    assert_one(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)),
+               "eval.zeroshot_datasets", "'validation' is not a split of jaxclr_digits")
+    assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits",)), 8) == []
+    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,8 @@
     digits.py     jaxclr_digits: scikit-learn's handwritten digits with captions
     tokenizer.py  byte-level tokenizer (PAD 0, BOS 1, EOS 2, byte b -> b + 3)
     augment.py    horizontal flip that swaps 'left'/'right' in the caption
-    pipeline.py   train_batches (the global order of a run, read through grain per process), eval_data
+    pipeline.py   train_batches (the global order of a run, read through grain per process)
+    eval_stream.py  eval splits read as a stream of batches (bounded host memory)
 """
 from jaxclr.data import tokenizer
 from jaxclr.data.datasets import (
@@ -16,9 +17,9 @@ from jaxclr.data.datasets import (
     resolve_data_dir,
     zero_shot_tasks,
 )
-from jaxclr.data.pipeline import bad_record_count, bad_record_stats, eval_data, train_batches
+from jaxclr.data.pipeline import bad_record_count, bad_record_stats, train_batches
 
 __all__ = [
-    'EMBEDDED', 'bad_record_count', 'bad_record_stats', 'data_source', 'ensure_prepared', 'eval_data',
+    'EMBEDDED', 'bad_record_count', 'bad_record_stats', 'data_source', 'ensure_prepared',
     'get_builder', 'resolve_data_dir', 'tokenizer', 'train_batches', 'zero_shot_tasks',
 ]

@@ -1,4 +1,4 @@
-"""Input pipeline: the run's global training order read through grain, and in-memory eval arrays.
+"""Input pipeline: the run's global training order read through grain (eval splits: eval_stream.py).
 
 Records are first standardised to {'image': uint8 [S, S, 3], 'caption': str}. A record
 that cannot be read or decoded, has an empty caption or an image that is not an image
@@ -264,31 +264,3 @@ def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0
     if data_cfg.worker_count:
         batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(data_cfg.worker_count)))
     return iter(batches)
-
-
-def eval_data(config) -> dict:
-    """The first data.eval_examples examples of the eval split as numpy arrays.
-
-    Returns {'image': uint8 [N, S, S, 3], 'text': int32 [N, L], 'caption': list of str,
-    'caption_group': int32 [N] (equal captions share an id), 'labels': {task: int32 [N]}
-    (class index, -1 where the task does not apply)}. Bad records are skipped (N shrinks).
-    """
-    data_cfg = config.data
-    source = datasets.data_source(data_cfg, data_cfg.eval_split)
-    safe = SafeSource(source, _standardizer(data_cfg, with_labels=True))
-    tasks = datasets.zero_shot_tasks(data_cfg)
-    records = [r for r in (safe[i] for i in range(min(len(source), data_cfg.eval_examples)))
-               if r is not None]
-    if bad_record_count():
-        log.info('Data: %s', bad_record_stats())
-    if not records:
-        raise RuntimeError(f'No readable eval examples in {data_cfg.name}:{data_cfg.eval_split}.')
-    captions = [r['caption'] for r in records]
-    groups = {}
-    return {
-        'image': np.stack([r['image'] for r in records]).astype(np.uint8),
-        'text': np.stack([tokenize(c, data_cfg.max_len) for c in captions]),
-        'caption': captions,
-        'caption_group': np.array([groups.setdefault(c, len(groups)) for c in captions], np.int32),
-        'labels': {t: np.array([r['labels'].get(t, -1) for r in records], np.int32) for t in tasks},
-    }

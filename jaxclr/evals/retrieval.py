@@ -1,11 +1,14 @@
 """Image<->text retrieval Recall@k (both directions), computed in row chunks.
 
-A query is a hit at k when any candidate with its group id (identical captions share a group)
-is among its k most similar candidates. Ties count against the model (REFERENCE.md): a
-candidate tied with the query's best partner ranks ahead of it unless it is a partner itself,
-and a query whose scores are not all finite is a miss. ``recall_at_k`` over embeddings that are
-not all finite is NaN. Only a [chunk, N] similarity block exists at any time, so N of ~50k
-fits in memory.
+A query is a hit at k when any of its partners is among its k most similar candidates. Partners
+are given by group ids: each row has one id, or several (a [rows, K] array, -1 = unused slot),
+and a query and a candidate are partners when they share an id. Identical captions share an id,
+and an image with several captions carries the ids of all of them, so an image query hits when
+any of its captions is in its top k, and a caption query hits when its image is. Ties count
+against the model (REFERENCE.md): a candidate tied with the query's best partner ranks ahead of
+it unless it is a partner itself, and a query whose scores are not all finite is a miss.
+``recall_at_k`` over embeddings that are not all finite is NaN. Only a [chunk, N] similarity
+block exists at any time, so N of ~50k fits in memory.
 """
 from collections.abc import Callable, Sequence
 
@@ -46,9 +49,11 @@ def map_row_chunks(fn: Callable, row_args: Sequence[np.ndarray], const_args: Seq
 @jax.jit
 def _best_positive_rank(query, query_group, cand, cand_group):
     """Per query, the rank of its best-scoring positive: the number of non-positive candidates
-    scoring >= it (ties count against the model). N when it has no positive or a non-finite score."""
+    scoring >= it (ties count against the model). N when it has no positive or a non-finite score.
+    Groups are [rows, K] int, -1 = unused."""
     scores = jnp.matmul(query, cand.T, precision=_HIGHEST)
-    positive = query_group[:, None] == cand_group[None, :]
+    same = query_group[:, :, None, None] == cand_group[None, None, :, :]
+    positive = jnp.any(same & (query_group[:, :, None, None] >= 0), axis=(1, 3))
     best = jnp.max(jnp.where(positive, scores, -jnp.inf), axis=1, keepdims=True)
     rank = jnp.sum(~positive & (scores >= best), axis=1, dtype=jnp.int32)
     valid = jnp.any(positive, axis=1) & jnp.all(jnp.isfinite(scores), axis=1)
@@ -59,19 +64,22 @@ def positive_ranks(query: np.ndarray, query_group: np.ndarray, cand: np.ndarray,
                    chunk_rows: int | None = None) -> np.ndarray:
     """Rank (0 = most similar) of each query's best positive among all candidates; int [Q].
 
-    Rank = the number of non-positive candidates scoring at least as high (ties count against
-    the model). A query with no candidate of its group, or whose scores are not all finite, gets
-    rank ``len(cand)`` (never a hit).
+    Groups: int [rows] (one id >= 0 per row) or [rows, K] (several, -1 = unused). Rank = the
+    number of non-positive candidates scoring at least as high (ties count against the model).
+    A query with no partner, or whose scores are not all finite, gets rank ``len(cand)`` (never
+    a hit).
     """
     query = np.asarray(query, np.float32)
     cand = np.asarray(cand, np.float32)
-    query_group = np.asarray(query_group).astype(np.int32)
-    cand_group = np.asarray(cand_group).astype(np.int32)
-    if query_group.shape != (query.shape[0],) or cand_group.shape != (cand.shape[0],):
-        raise ValueError("each embedding row needs exactly one group id")
+    query_group, cand_group = (np.asarray(g).astype(np.int32) for g in (query_group, cand_group))
+    query_group, cand_group = (g[:, None] if g.ndim == 1 else g for g in (query_group, cand_group))
+    if query_group.shape[:1] != query.shape[:1] or cand_group.shape[:1] != cand.shape[:1] \
+            or query_group.ndim != 2 or cand_group.ndim != 2:
+        raise ValueError("each embedding row needs one group id, or one row of ids")
     if query.shape[1] != cand.shape[1]:
         raise ValueError(f"embedding dims differ: {query.shape[1]} vs {cand.shape[1]}")
-    chunk_rows = chunk_rows or default_chunk_rows(query.shape[0], cand.shape[0])
+    chunk_rows = chunk_rows or default_chunk_rows(
+        query.shape[0], cand.shape[0] * query_group.shape[1] * cand_group.shape[1])
     consts = (jnp.asarray(cand), jnp.asarray(cand_group))
     return map_row_chunks(_best_positive_rank, (query, query_group), consts, chunk_rows)
 
@@ -81,8 +89,9 @@ def recall_at_k(img_emb: np.ndarray, txt_emb: np.ndarray, img_group: np.ndarray 
                 chunk_rows: int | None = None) -> dict[str, float]:
     """Recall@k in both directions: keys ``i2t_R@k`` (image queries) and ``t2i_R@k`` (text queries).
 
-    ``img_group``/``txt_group`` give each row's group id; image i and text j are partners when the
-    ids are equal. ``None`` for both means pairs by position (requires as many images as texts).
+    ``img_group``/``txt_group`` give each row's group id(s) (``positive_ranks``); image i and
+    text j are partners when they share an id. ``None`` for both means pairs by position
+    (requires as many images as texts).
     When any embedding is not finite, every recall is NaN (a partly broken model gets no score).
     """
     if img_group is None and txt_group is None:

@@ -1,61 +1,49 @@
 """Evaluators chosen by name from ``config.eval`` and the loop that runs them.
 
-Each evaluator is a small class built from ``(eval_cfg, eval_data, class_names, max_len)`` whose
+Each evaluator is a small class built from ``(eval_cfg, eval_set, tokenize)`` whose
 ``run(embed_image, embed_text, embeddings=None)`` yields ``(name, value)`` pairs such as
-``('retrieval/i2t_R@1', 0.42)``. ``run_evals`` embeds the eval set once and shares the
-embeddings with every evaluator. Config keys read from ``eval_cfg``:
+``('retrieval/i2t_R@1', 0.42)``. ``eval_set`` is a ``tasks.EvalSet`` (the streamed eval split,
+its zero-shot tasks, extra zero-shot datasets); ``tokenize`` maps a list of N strings to int32
+[N, L] tokens. ``run_evals`` streams the eval split once (``embed.embed_split``: only embeddings,
+labels and caption ids are kept) and shares the embeddings with every evaluator. Config keys
+read from ``eval_cfg``:
 
-- ``batch_size`` (rows per call of an embedding function), ``evaluators`` (names, in order);
+- ``batch_size`` (rows per call of an embedding function, and per batch read), ``evaluators``
+  (names, in order);
 - optional: ``recall_ks`` (default (1, 5, 10)), ``geometry_max_points`` (default 8192; caps the
   pairs of the O(N^2) uniformity terms, None = all).
-
-``eval_data`` is the data package's eval dict: 'image' uint8 [N,S,S,3], 'text' int32 [N,L],
-'caption_group' int32 [N] and 'labels' {task: int32 [N], -1 = not applicable}.
 
 Degenerate models get no score (REFERENCE.md, "Ties and non-finite scores"): in zero-shot and
 retrieval ranks, ties count against the model, and an evaluator whose embeddings are not all
 finite reports NaN for each of its metrics.
 """
-import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from jaxclr.evals.embed import EmbedFn, EvalEmbeddings, embed_split
 from jaxclr.evals.geometry import geometry_metrics
-from jaxclr.evals.prompts import templates_for
 from jaxclr.evals.retrieval import recall_at_k
-from jaxclr.evals.zeroshot import class_embeddings, embed_in_chunks, zero_shot_accuracy
+from jaxclr.evals.tasks import EvalSet
+from jaxclr.evals.zeroshot import ZeroShotTally, class_embeddings, embed_in_chunks, zero_shot_accuracy
 
-EmbedFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalEmbeddings:
-    """Embeddings of the eval set, float32: ``image`` [N, D] and ``text`` [N, D] (row i a pair)."""
-    image: np.ndarray
-    text: np.ndarray
-
-
-def embed_eval_set(eval_data: Mapping, embed_image: EmbedFn, embed_text: EmbedFn, batch_size: int) -> EvalEmbeddings:
-    """Embeds every image and caption of the eval set in chunks of ``batch_size`` rows."""
-    return EvalEmbeddings(image=embed_in_chunks(embed_image, eval_data["image"], batch_size),
-                          text=embed_in_chunks(embed_text, eval_data["text"], batch_size))
+Tokenize = Callable[[list], np.ndarray]
 
 
 class Evaluator:
-    """Base: holds the config and data, embeds the eval set when no shared embeddings are given."""
+    """Base: holds the config, eval set and tokenizer; streams the eval split when no shared
+    embeddings are given."""
     name = ""
 
-    def __init__(self, eval_cfg, eval_data: Mapping, class_names: Mapping[str, Sequence[str]], max_len: int):
+    def __init__(self, eval_cfg, eval_set: EvalSet, tokenize: Tokenize):
         self.cfg = eval_cfg
-        self.data = eval_data
-        self.class_names = class_names
-        self.max_len = int(max_len)
+        self.eval_set = eval_set
+        self.tokenize = tokenize
         self.batch_size = int(eval_cfg.get("batch_size", 256))
 
     def embeddings(self, embed_image: EmbedFn, embed_text: EmbedFn, embeddings: EvalEmbeddings | None):
         if embeddings is None:
-            embeddings = embed_eval_set(self.data, embed_image, embed_text, self.batch_size)
+            embeddings = embed_split(self.eval_set.split, embed_image, embed_text, self.tokenize, self.batch_size)
         return embeddings
 
     def run(self, embed_image: EmbedFn, embed_text: EmbedFn,
@@ -64,77 +52,87 @@ class Evaluator:
 
 
 class ZeroShotEvaluator(Evaluator):
-    """Top-1/top-5 zero-shot accuracy for every labelled task: 'zeroshot/<task>_top1', '..._top5'."""
+    """Top-1/top-5 zero-shot accuracy: 'zeroshot/<task>_top1', '..._top5' for every task of the
+    eval split that has a labelled example, then for every extra zero-shot dataset (streamed
+    batch by batch; its image embeddings are not kept). Class prompts are embedded once per run."""
     name = "zeroshot"
 
-    def __init__(self, eval_cfg, eval_data, class_names, max_len):
-        super().__init__(eval_cfg, eval_data, class_names, max_len)
-        labels = eval_data.get("labels") or {}
-        missing = sorted(task for task in labels if task not in class_names)
-        if missing:
-            raise ValueError(f"zeroshot: no class names for labelled tasks {missing}")
-        self.tasks = sorted(task for task in labels if np.any(np.asarray(labels[task]) != -1))
+    def _class_embeddings(self, embed_text, task):
+        return class_embeddings(embed_text, task.class_names, task.templates, self.tokenize, self.batch_size)
 
     def run(self, embed_image, embed_text, embeddings=None):
         emb = self.embeddings(embed_image, embed_text, embeddings)
-        for task in self.tasks:
-            class_emb = class_embeddings(embed_text, list(self.class_names[task]), templates_for(task),
-                                         self.max_len, self.batch_size)
-            acc = zero_shot_accuracy(emb.image, class_emb, self.data["labels"][task])
-            yield f"zeroshot/{task}_top1", acc["top1"]
-            yield f"zeroshot/{task}_top5", acc["top5"]
+        specs = {task.label: task for task in self.eval_set.tasks}
+        missing = sorted(set(emb.labels) - set(specs))
+        if missing:
+            raise ValueError(f"zeroshot: no class names for labelled tasks {missing}")
+        for label in sorted(emb.labels):
+            if np.any(emb.labels[label] != -1):
+                task = specs[label]
+                acc = zero_shot_accuracy(emb.image, self._class_embeddings(embed_text, task), emb.labels[label])
+                yield f"zeroshot/{task.name}_top1", acc["top1"]
+                yield f"zeroshot/{task.name}_top5", acc["top5"]
+        for dataset in self.eval_set.zeroshot:
+            tallies = {t.label: ZeroShotTally(self._class_embeddings(embed_text, t)) for t in dataset.tasks}
+            for batch in dataset.split.batches(self.batch_size):
+                img = embed_in_chunks(embed_image, batch["image"], self.batch_size)
+                for label, tally in tallies.items():
+                    tally.add(img, batch["labels"][label])
+            for task in dataset.tasks:
+                acc = tallies[task.label].result()
+                yield f"zeroshot/{task.name}_top1", acc["top1"]
+                yield f"zeroshot/{task.name}_top5", acc["top5"]
 
 
 class RetrievalEvaluator(Evaluator):
-    """Recall@k both ways, identical captions counted as partners: 'retrieval/i2t_R@1', ..."""
+    """Recall@k both ways: 'retrieval/i2t_R@1', ... An image query hits when any of its captions
+    (or a caption identical to one of them) is in its top k; a caption query when its image (or
+    an image with an identical caption) is."""
     name = "retrieval"
 
     def run(self, embed_image, embed_text, embeddings=None):
         emb = self.embeddings(embed_image, embed_text, embeddings)
-        group = self.data.get("caption_group")
-        if group is None:
-            group = np.arange(emb.image.shape[0])
         ks = tuple(self.cfg.get("recall_ks", (1, 5, 10)))
-        for key, value in recall_at_k(emb.image, emb.text, group, group, ks=ks).items():
+        for key, value in recall_at_k(emb.image, emb.text, emb.image_groups(), emb.text_group, ks=ks).items():
             yield f"retrieval/{key}", value
 
 
 class GeometryEvaluator(Evaluator):
-    """Alignment, uniformity and modality-gap metrics of the eval set: 'geometry/alignment', ..."""
+    """Alignment, uniformity and modality-gap metrics of the eval set: 'geometry/alignment', ...
+    Pairs are (image, its first caption)."""
     name = "geometry"
 
     def run(self, embed_image, embed_text, embeddings=None):
         emb = self.embeddings(embed_image, embed_text, embeddings)
+        rows, first = np.unique(emb.text_image, return_index=True)
         max_points = self.cfg.get("geometry_max_points", 8192)
-        for key, value in geometry_metrics(emb.image, emb.text, max_points=max_points).items():
+        for key, value in geometry_metrics(emb.image[rows], emb.text[first], max_points=max_points).items():
             yield f"geometry/{key}", value
 
 
 EVALUATORS = {cls.name: cls for cls in (ZeroShotEvaluator, RetrievalEvaluator, GeometryEvaluator)}
 
 
-def build_evaluators(eval_cfg, eval_data: Mapping, class_names: Mapping[str, Sequence[str]],
-                     max_len: int) -> list[Evaluator]:
+def build_evaluators(eval_cfg, eval_set: EvalSet, tokenize: Tokenize) -> list[Evaluator]:
     """Evaluators named by ``eval_cfg.evaluators``, in that order; an unknown name is a ValueError."""
     names = list(eval_cfg.get("evaluators", ()))
     unknown = [name for name in names if name not in EVALUATORS]
     if unknown:
         raise ValueError(f"unknown evaluator(s) {unknown}; known: {sorted(EVALUATORS)}")
-    return [EVALUATORS[name](eval_cfg, eval_data, class_names, max_len) for name in names]
+    return [EVALUATORS[name](eval_cfg, eval_set, tokenize) for name in names]
 
 
-def run_evals(eval_cfg, eval_data: Mapping, class_names: Mapping[str, Sequence[str]], max_len: int,
-              embed_image: EmbedFn, embed_text: EmbedFn,
+def run_evals(eval_cfg, eval_set: EvalSet, tokenize: Tokenize, embed_image: EmbedFn, embed_text: EmbedFn,
               evaluators: Sequence[Evaluator] | None = None) -> dict[str, float]:
-    """Embeds the eval set once, runs every evaluator on it and returns ``{name: value}``.
+    """Streams the eval split once, runs every evaluator on its embeddings; returns ``{name: value}``.
 
     Pass ``evaluators`` (from ``build_evaluators``, e.g. built once before the train loop) to
-    skip building them again; they must have been built from the same ``eval_data``.
+    skip building them again; they must have been built from the same ``eval_set``.
     """
     if evaluators is None:
-        evaluators = build_evaluators(eval_cfg, eval_data, class_names, max_len)
+        evaluators = build_evaluators(eval_cfg, eval_set, tokenize)
     if not evaluators:
         return {}
-    embeddings = embed_eval_set(eval_data, embed_image, embed_text, int(eval_cfg.get("batch_size", 256)))
+    embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize, int(eval_cfg.get("batch_size", 256)))
     return {name: float(value) for evaluator in evaluators
             for name, value in evaluator.run(embed_image, embed_text, embeddings)}

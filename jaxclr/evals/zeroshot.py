@@ -1,4 +1,5 @@
-"""Zero-shot classification: class embeddings from prompt templates, top-1 / top-5 accuracy.
+"""Zero-shot classification: class embeddings from prompt templates, top-1 / top-5 accuracy
+(in one go, or tallied batch by batch while a split streams).
 
 Also holds ``embed_in_chunks``, the one place where an embedding function is called over a whole
 array: every call gets exactly ``batch_size`` rows (the last chunk is padded), so a jitted
@@ -8,9 +9,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jaxclr.data.tokenizer import encode_batch
-
 EmbedFn = Callable[[np.ndarray], np.ndarray]
+Tokenize = Callable[[list], np.ndarray]   # list of N str -> int32 [N, L]
 
 
 def embed_in_chunks(embed_fn: EmbedFn, inputs: np.ndarray, batch_size: int) -> np.ndarray:
@@ -43,14 +43,17 @@ def _normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def class_embeddings(embed_text: EmbedFn, class_names: Sequence[str], templates: Sequence[str],
-                     max_len: int, batch_size: int) -> np.ndarray:
+                     tokenize: Tokenize, batch_size: int) -> np.ndarray:
     """Class embeddings [C, D] float32: per class, the normalised mean over templates of the
-    normalised text embedding of the template filled with the class name (REFERENCE.md)."""
+    normalised text embedding of the template filled with the class name (REFERENCE.md).
+
+    Prompts are tokenised and embedded ``batch_size`` at a time (C x T prompts in all).
+    """
     if not class_names or not templates:
         raise ValueError("class_embeddings needs at least one class name and one template")
     prompts = [template.format(name) for name in class_names for template in templates]
-    tokens = encode_batch(prompts, max_len)
-    text_emb = embed_in_chunks(embed_text, tokens, batch_size)
+    text_emb = np.concatenate([embed_in_chunks(embed_text, tokenize(prompts[i:i + batch_size]), batch_size)
+                               for i in range(0, len(prompts), batch_size)])
     text_emb = _normalise(text_emb).reshape(len(class_names), len(templates), -1)
     return _normalise(text_emb.mean(axis=1)).astype(np.float32)
 
@@ -69,24 +72,45 @@ def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(scores).all(axis=1), ranks, scores.shape[1])
 
 
-def zero_shot_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 and top-k accuracy (k = min(5, C)) of predicting argmax cosine over classes.
+class ZeroShotTally:
+    """Top-1 / top-k (k = min(5, C)) hit counts against fixed class embeddings, added batch by batch.
 
-    Rows with ``labels == -1`` are ignored; with no labelled rows both accuracies are NaN. Ties
-    count against the model (``label_ranks``). When any embedding used (a labelled image or a class)
-    is not finite, both accuracies are NaN: a partly broken model gets no score.
+    ``result()`` gives the accuracies of everything added: rows with label -1 are ignored; with
+    no labelled row both are NaN, and when any embedding used (a labelled image or a class) was
+    not finite both are NaN (a partly broken model gets no score). Ties count against the model
+    (``label_ranks``).
     """
-    img_emb = np.asarray(img_emb, np.float32)
-    class_emb = np.asarray(class_emb, np.float32)
-    labels = np.asarray(labels).astype(np.int64)
-    if labels.shape != (img_emb.shape[0],):
-        raise ValueError(f"labels shape {labels.shape} does not match {img_emb.shape[0]} images")
-    num_classes = class_emb.shape[0]
-    keep = labels != -1
-    if np.any((labels[keep] < 0) | (labels[keep] >= num_classes)):
-        raise ValueError(f"labels must be -1 or in [0, {num_classes})")
-    if not np.any(keep) or not (np.isfinite(img_emb[keep]).all() and np.isfinite(class_emb).all()):
-        return {"top1": float("nan"), "top5": float("nan")}
-    scores = img_emb[keep] @ class_emb.T
-    ranks = label_ranks(scores, labels[keep])
-    return {"top1": float(np.mean(ranks < 1)), "top5": float(np.mean(ranks < min(5, num_classes)))}
+
+    def __init__(self, class_emb: np.ndarray):
+        self.class_emb = np.asarray(class_emb, np.float32)
+        self.num_classes = self.class_emb.shape[0]
+        self.finite = bool(np.isfinite(self.class_emb).all())
+        self.count = self.top1 = self.top5 = 0
+
+    def add(self, img_emb: np.ndarray, labels: np.ndarray) -> "ZeroShotTally":
+        img_emb = np.asarray(img_emb, np.float32)
+        labels = np.asarray(labels).astype(np.int64)
+        if labels.shape != (img_emb.shape[0],):
+            raise ValueError(f"labels shape {labels.shape} does not match {img_emb.shape[0]} images")
+        keep = labels != -1
+        if np.any((labels[keep] < 0) | (labels[keep] >= self.num_classes)):
+            raise ValueError(f"labels must be -1 or in [0, {self.num_classes})")
+        if not np.any(keep):
+            return self
+        self.finite &= bool(np.isfinite(img_emb[keep]).all())
+        ranks = label_ranks(img_emb[keep] @ self.class_emb.T, labels[keep])
+        self.count += int(keep.sum())
+        self.top1 += int(np.sum(ranks < 1))
+        self.top5 += int(np.sum(ranks < min(5, self.num_classes)))
+        return self
+
+    def result(self) -> dict[str, float]:
+        if not self.count or not self.finite:
+            return {"top1": float("nan"), "top5": float("nan")}
+        return {"top1": self.top1 / self.count, "top5": self.top5 / self.count}
+
+
+def zero_shot_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 and top-k accuracy (k = min(5, C)) of predicting argmax cosine over classes
+    (``ZeroShotTally`` over one batch: same rules for -1 labels, ties and non-finite embeddings)."""
+    return ZeroShotTally(class_emb).add(img_emb, labels).result()

@@ -1,0 +1,165 @@
+"""What the evaluators read: the eval split, its zero-shot tasks and extra zero-shot datasets.
+
+``eval_set(config)`` builds an ``EvalSet`` from ``config.data`` and ``config.eval``:
+
+- ``split``: the eval split of the training dataset, streamed (``eval_stream.eval_split``);
+- ``tasks``: its zero-shot tasks (shapes: color and shape, digits: digit, a TFDS dataset: its
+  ClassLabel 'label'), metric names ``zeroshot/<task>_top1``;
+- ``zeroshot``: one ``ZeroShotSplit`` per entry of ``eval.zeroshot_datasets``, each
+  ``'<tfds name>[:<split>]'`` (``'cifar10'``, ``'imagenet2012:validation'``,
+  ``'my_ds/config:1.0.0:test'``) of a dataset prepared as array_record in the data dir (or an
+  embedded one), read for images and labels only. Default split: 'test', else 'validation'.
+  Metric names: ``zeroshot/<entry with ':' -> '_'>_top1`` (tasks other than 'label', as on the
+  embedded datasets, append ``_<task>``). At most data.eval_examples images of each are used.
+
+Class names and templates (``names_and_templates``): the shipped CLIP names and templates for
+the datasets in KNOWN (classnames.py, prompts.py), else the dataset's ClassLabel names with
+underscores read as spaces and the generic ``prompts.DEFAULT_TEMPLATES``; the embedded datasets'
+tasks use ``prompts.templates_for``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+
+import ml_collections
+
+from jaxclr.data import datasets, eval_stream, tokenizer
+from jaxclr.evals import classnames, prompts
+
+# TFDS name (without config or version) -> (class names in label order, templates).
+KNOWN = {
+    "cifar10": (classnames.CIFAR10, prompts.CIFAR_TEMPLATES),
+    "cifar100": (classnames.CIFAR100, prompts.CIFAR_TEMPLATES),
+    "imagenet2012": (classnames.IMAGENET, prompts.IMAGENET_TEMPLATES),
+    "imagenet_v2": (classnames.IMAGENET, prompts.IMAGENET_TEMPLATES),   # the ImageNet labels, same order
+}
+_VERSION = re.compile(r"^\d+(\.\d+)*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotTask:
+    """Metrics ``zeroshot/<name>_top1`` / ``_top5`` of the labels ``label`` of a split."""
+    name: str
+    label: str
+    class_names: tuple[str, ...]
+    templates: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotSplit:
+    """An extra zero-shot dataset: a split read for images and labels, and its tasks."""
+    entry: str
+    split: object
+    tasks: tuple[ZeroShotTask, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    split: object
+    tasks: tuple[ZeroShotTask, ...] = ()
+    zeroshot: tuple[ZeroShotSplit, ...] = ()
+
+    def class_names(self) -> dict[str, tuple[str, ...]]:
+        """Metric stem -> class names of every zero-shot task (for chance levels)."""
+        return {t.name: t.class_names for t in (*self.tasks, *(t for z in self.zeroshot for t in z.tasks))}
+
+
+def parse_entry(entry: str) -> tuple[str, str | None]:
+    """'name[/config][:version][:split]' -> (TFDS name with config and version, split or None)."""
+    if not isinstance(entry, str) or not entry.strip(":/ "):
+        raise ValueError(f"{entry!r} is not a dataset name; use e.g. 'cifar10' or 'cifar10:test'")
+    head, sep, last = entry.rpartition(":")
+    if sep and last and not _VERSION.match(last):
+        return head, last
+    return entry, None
+
+
+def base_name(dataset: str) -> str:
+    """'cifar100/config:3.0.2' -> 'cifar100'."""
+    return dataset.split(":")[0].split("/")[0]
+
+
+def names_and_templates(dataset: str, label_names) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Class names and templates of a dataset's ClassLabel (module docstring)."""
+    known = KNOWN.get(base_name(dataset))
+    if known is not None:
+        names, templates = known
+        if len(names) != len(label_names):
+            raise ValueError(f"{dataset}: its label has {len(label_names)} classes, but the shipped "
+                             f"{base_name(dataset)} class names are {len(names)}")
+        return tuple(names), tuple(templates)
+    return tuple(str(n).replace("_", " ") for n in label_names), tuple(prompts.DEFAULT_TEMPLATES)
+
+
+def dataset_tasks(data_cfg, stem: str | None = None) -> tuple[ZeroShotTask, ...]:
+    """Zero-shot tasks of the dataset ``data_cfg.name``; metric names prefixed by ``stem_``."""
+    tasks = []
+    for task, names in datasets.zero_shot_tasks(data_cfg).items():
+        if data_cfg.name in datasets.EMBEDDED:
+            names, templates = tuple(names), tuple(prompts.templates_for(task))
+        else:
+            names, templates = names_and_templates(data_cfg.name, names)
+        name = task if stem is None else (stem if task == "label" else f"{stem}_{task}")
+        tasks.append(ZeroShotTask(name, task, names, templates))
+    return tuple(tasks)
+
+
+def splits_of(data_cfg) -> list[str]:
+    """The splits of dataset data_cfg.name (an embedded one: train and test, without building it)."""
+    if data_cfg.name in datasets.EMBEDDED:
+        return ["train", "test"]
+    return list(datasets.ensure_prepared(data_cfg).info.splits)
+
+
+def split_of(splits, entry: str) -> str:
+    """The split an entry names, else 'test', else 'validation'; ValueError if the dataset lacks it."""
+    dataset, split = parse_entry(entry)
+    if split is not None:
+        if split not in splits:
+            raise ValueError(f"{split!r} is not a split of {dataset}; use one of {', '.join(map(repr, splits))}")
+        return split
+    for split in ("test", "validation"):
+        if split in splits:
+            return split
+    raise ValueError(f"{dataset} has no 'test' or 'validation' split; name one, e.g. "
+                     f"'{entry}:{splits[0] if splits else 'test'}' (splits: {', '.join(map(repr, splits))})")
+
+
+def zeroshot_split(entry: str, data_cfg) -> ZeroShotSplit:
+    """The ZeroShotSplit of one eval.zeroshot_datasets entry (images and labels only)."""
+    dataset, split = parse_entry(entry)
+    cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+    cfg.name = dataset
+    split = split_of(splits_of(cfg), entry)
+    tasks = dataset_tasks(cfg, stem=entry.replace(":", "_"))
+    if not tasks:
+        raise ValueError(f"{dataset} has no ClassLabel 'label' feature to classify")
+    standardize = eval_stream.EvalStandardize(int(cfg.image_size), datasets.task_labels_fn(cfg), with_captions=False)
+    source = datasets.data_source(cfg, split)
+    labels = tuple(t.label for t in tasks)
+    return ZeroShotSplit(entry, eval_stream.RecordSplit(source, standardize, int(cfg.eval_examples), labels,
+                                                        name=f"{dataset}:{split}"), tasks)
+
+
+def eval_set(config) -> EvalSet:
+    """The EvalSet of a run (module docstring)."""
+    entries = tuple(config.eval.get("zeroshot_datasets", ()))
+    return EvalSet(split=eval_stream.eval_split(config), tasks=dataset_tasks(config.data),
+                   zeroshot=tuple(zeroshot_split(entry, config.data) for entry in entries))
+
+
+def tokenize_fn(data_cfg):
+    """The evaluators' tokenizer: list of N str -> int32 [N, data.max_len]."""
+    return functools.partial(tokenizer.encode_batch, max_len=int(data_cfg.max_len))
+
+
+def chance_class_names(config) -> dict[str, tuple[str, ...]]:
+    """Metric stem -> class names of every zero-shot task of a run (for the report's chance levels)."""
+    names = {t.name: t.class_names for t in dataset_tasks(config.data)}
+    for entry in config.eval.get("zeroshot_datasets", ()):
+        cfg = ml_collections.ConfigDict(config.data.to_dict())
+        cfg.name = parse_entry(entry)[0]
+        names.update({t.name: t.class_names for t in dataset_tasks(cfg, stem=entry.replace(":", "_"))})
+    return names
