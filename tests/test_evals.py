@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from jaxclr.data import shapes
+from jaxclr.data import digits, shapes
 from jaxclr.data.tokenizer import encode_batch
 from jaxclr.evals import prompts, retrieval, zeroshot
 
@@ -261,9 +261,24 @@ def test_embed_in_chunks_pads_and_drops_padding():
 def test_templates_cover_tasks_and_fill_one_slot():
     for task in ("color", "shape", "digit", "unknown-task"):
         templates = prompts.templates_for(task)
-        assert templates and all(t.count("{}") == 1 for t in templates)
-    assert "a handwritten digit seven" in [t.format("seven") for t in prompts.templates_for("digit")]
+        assert templates and all(sum(map(t.count, ("{}", "{name}", "{index}"))) == 1 for t in templates)
     assert prompts.templates_for("unknown-task") == list(prompts.DEFAULT_TEMPLATES)
+
+
+def test_digit_prompts_are_the_captions_own_templates_with_word_and_numeral():
+    seen = []
+
+    def tokenize(texts):
+        seen.extend(texts)
+        return np.zeros((len(texts), 1), np.int32)
+
+    zeroshot.class_embeddings(lambda x: np.ones((len(x), 2)), digits.DIGIT_NAMES, prompts.templates_for("digit"),
+                              tokenize, 8)
+    assert len(seen) == 10 * len(digits.CAPTION_TEMPLATES)
+    assert {"a handwritten digit seven", "the number 7, written by hand", "a scan of a handwritten 7"} <= set(seen)
+    # every prompt is a caption the dataset can hold: one of its templates, filled for one digit
+    assert set(seen) == {t.format(word=w, n=d) for d, w in enumerate(digits.DIGIT_NAMES)
+                         for t in digits.CAPTION_TEMPLATES}
 
 
 def test_shapes_prompts_are_the_single_object_captions_with_the_class_in_its_slot():
@@ -299,7 +314,7 @@ def _toy_eval_set(n=10, size=4):
     image[:, 0, 0, 0] = np.arange(n)
     split = ArraySplit({"image": image, "caption": [f"caption {i}" for i in range(n)],
                         "labels": {"digit": np.arange(n) % 3, "color": -np.ones(n, np.int32)}})
-    tasks = (ZeroShotTask("digit", "digit", ("zero", "one", "two"), tuple(prompts.templates_for("digit"))),
+    tasks = (ZeroShotTask("digit", "digit", ("zero", "one", "two"), ("a handwritten digit {}", "the digit {name}")),
              ZeroShotTask("color", "color", ("red",), tuple(prompts.templates_for("color"))))
     return EvalSet(split, tasks)
 

@@ -17,10 +17,10 @@ import tensorflow_datasets as tfds
 
 DIGIT_NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
 TASKS = {'digit': DIGIT_NAMES}   # zero-shot tasks: name -> class names
-_TEMPLATES = [
+CAPTION_TEMPLATES = (   # {word}: 'seven', {n}: 7; the zero-shot prompts are these too (evals.prompts)
     'a handwritten digit {word}', 'the number {n}, written by hand', 'a scan of a handwritten {n}',
     'the digit {word} in handwriting', 'a hand-drawn number {word}', 'a photo of the digit {n}',
-]
+)
 _SPLIT_SEED = 0
 _TEST_FRACTION = 0.2
 
@@ -71,7 +71,7 @@ def split_indices(count: int) -> dict:
 
 def caption(label: int, index: int) -> str:
     """Deterministic templated caption of digit `label` for example `index`."""
-    template = _TEMPLATES[int(np.random.default_rng([_SPLIT_SEED, index]).integers(len(_TEMPLATES)))]
+    template = CAPTION_TEMPLATES[int(np.random.default_rng([_SPLIT_SEED, index]).integers(len(CAPTION_TEMPLATES)))]
     return template.format(word=DIGIT_NAMES[label], n=label)
 
 

@@ -1,6 +1,7 @@
 """Prompt templates for zero-shot classification, per task and per standard dataset.
 
-A template is a ``str.format`` pattern with one ``{}`` slot for the class name. For the embedded
+A template is a ``str.format`` pattern with a ``{}`` (or ``{name}``) slot for the class name; it may
+also use ``{index}``, the class's label index (``zeroshot.class_embeddings``). For the embedded
 datasets' tasks the wording stays close to their captions ("a large red circle in the upper
 left", "a handwritten digit seven") so that a model trained on those captions can read the
 prompts. For standard datasets read by name (``templates_for_dataset``) the templates are CLIP's
@@ -9,6 +10,7 @@ published ones (sources at IMAGENET_TEMPLATES and CIFAR_TEMPLATES).
 
 from itertools import product
 
+from jaxclr.data.digits import CAPTION_TEMPLATES
 from jaxclr.data.shapes import COLORS, POSITION_PHRASES, SHAPES, SIZES
 
 
@@ -29,13 +31,10 @@ COLOR_TEMPLATES = _object_prompts((*SIZES, ""), ("{}",), tuple(SHAPES))
 
 SHAPE_TEMPLATES = _object_prompts((*SIZES, ""), (*COLORS, ""), ("{}",))
 
-DIGIT_TEMPLATES = (
-    "a handwritten digit {}",
-    "the number {}",
-    "the digit {} in handwriting",
-    "a hand-drawn number {}",
-    "a photo of the digit {}",
-)
+# The digits' own caption templates, the class name in {name} ('seven') and its numeral in {index}
+# (label index = numeral). Prompts worded otherwise are read less well: the same checkpoint
+# scored 0.805 with a generic list and 0.950 with these (README, "Real digits").
+DIGIT_TEMPLATES = tuple(t.format(word="{name}", n="{index}") for t in CAPTION_TEMPLATES)
 
 DEFAULT_TEMPLATES = (
     "a {}",

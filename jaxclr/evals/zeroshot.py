@@ -47,11 +47,15 @@ def class_embeddings(embed_text: EmbedFn, class_names: Sequence[str], templates:
     """Class embeddings [C, D] float32: per class, the normalised mean over templates of the
     normalised text embedding of the template filled with the class name (REFERENCE.md).
 
+    A template is filled by ``template.format(name, name=name, index=c)``: ``{}`` and ``{name}``
+    take the class name, ``{index}`` its label index c.
+
     Prompts are tokenised and embedded ``batch_size`` at a time (C x T prompts in all).
     """
     if not class_names or not templates:
         raise ValueError("class_embeddings needs at least one class name and one template")
-    prompts = [template.format(name) for name in class_names for template in templates]
+    prompts = [template.format(name, name=name, index=c)
+               for c, name in enumerate(class_names) for template in templates]
     text_emb = np.concatenate([embed_in_chunks(embed_text, tokenize(prompts[i:i + batch_size]), batch_size)
                                for i in range(0, len(prompts), batch_size)])
     text_emb = _normalise(text_emb).reshape(len(class_names), len(templates), -1)
