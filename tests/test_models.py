@@ -111,7 +111,7 @@ def permute_patches(images, patch, perm):
 @pytest.mark.parametrize("pool", ["tok", "mean"])
 def test_vit_is_sensitive_to_patch_order_through_positions(pool):
     cfg = small_config(**{"image.pool": pool}).image
-    vit = ViT(cfg, IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(4))
+    vit = ViT(cfg, IMAGE_SIZE, rngs=nnx.Rngs(4))
     images = random_images(2, seed=5)
     perm = np.random.default_rng(0).permutation((IMAGE_SIZE // 4) ** 2)
     shuffled = permute_patches(images, 4, perm)
@@ -192,13 +192,13 @@ def test_config_errors():
 def test_conv_stem_keeps_token_grid_and_checks_divisibility():
     cfg = small_config()
     cfg.image.stem = (8, 16)   # two stride-2 convs: 16 px -> 4 px maps; patch 4 px -> one 1x1 patch per token
-    vit = ViT(cfg.image, IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
+    vit = ViT(cfg.image, IMAGE_SIZE, rngs=nnx.Rngs(0))
     assert vit.num_patches == (IMAGE_SIZE // 4) ** 2
     out = vit(random_images())
     assert out.shape == (3, 32) and np.all(np.isfinite(out))
     cfg.image.stem = (8, 8, 8)  # 2**3 = 8 does not divide patch 4
     with pytest.raises(ValueError, match="stem"):
-        ViT(cfg.image, IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
+        ViT(cfg.image, IMAGE_SIZE, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("patch", [2, 3, 4])
