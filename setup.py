@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.8",
         "scikit-learn>=1.3",
         "numpy>=1.26",
+        "sentencepiece>=0.2",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "wandb>=0.19"],   # the W&B sink is tested offline

@@ -48,9 +48,14 @@ def get_config(arg="tiny"):
     c.data.num_train = 50_000
     c.data.num_test = 2_000
     c.data.build_seed = 0
-    # Bytes incl. BOS/EOS (the longest shapes caption is 73). One value shared with
+    # Tokens incl. BOS/EOS (the longest shapes caption is 73 bytes). One value shared with
     # model.text.max_len: overriding either one changes both.
     c.data.max_len = ml_collections.FieldReference(80)
+    # 'bytes' (UTF-8 byte + 3, 259 ids) or 'sentencepiece' (python -m jaxclr.data.train_tokenizer);
+    # the text tower's vocabulary is the tokenizer's (jaxclr.data.tokenizer).
+    c.data.tokenizer = "bytes"
+    c.data.tokenizer_model = ""     # sentencepiece .model; '' -> <data dir>/<data.name>/tokenizer/sentencepiece.model
+    c.data.lowercase = False        # lower-case captions and prompts (after NFKC + whitespace collapse)
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.flip = True              # only datasets whose captions are flip-aware flip (jaxclr_shapes)
@@ -64,7 +69,7 @@ def get_config(arg="tiny"):
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
         pool="mean" if tiny else "tok", stem=(16, 32, 64, 128) if tiny else ()))
     c.model.text = ml_collections.ConfigDict(dict(
-        vocab_size=259, max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
+        max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (3-seed study, README)
         patch_size=4 if tiny else 1))
     c.model.init_scale = 1 / 0.07   # log-scale 2.659260

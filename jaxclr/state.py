@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxclr import optim, parallel
+from jaxclr.data import tokenizer
 from jaxclr.models import TwoTower
 
 
@@ -28,7 +29,9 @@ class Setup:
 
 
 def _model(config, seed):
-    return TwoTower(config.model, config.data.image_size, rngs=nnx.Rngs(seed))
+    """The model of `config`; its token table has the rows of the data's tokenizer (`tokenizer.from_config`)."""
+    vocab_size = tokenizer.from_config(config.data).vocab_size
+    return TwoTower(config.model, config.data.image_size, vocab_size=vocab_size, rngs=nnx.Rngs(seed))
 
 
 def setup(config, mesh):

@@ -289,6 +289,16 @@ def _data(r: _Report, training: bool) -> int | None:
     return image_size
 
 
+def _tokenizer(r: _Report) -> None:
+    """data.tokenizer, data.tokenizer_model, data.lowercase: builds the tokenizer (a SentencePiece model is loaded)."""
+    data = r.get("data", None)
+    try:
+        if isinstance(data, dict):
+            tokenizer.from_config(ml_collections.ConfigDict(data))
+    except tokenizer.TokenizerError as e:
+        r.add(e.key, e.message)
+
+
 def _model(r: _Report, image_size: int | None) -> None:
     """Checks model.*, and data.image_size (valid or None) against the patch size."""
     r.number("model.embed_dim", integer=True, low=1, hint="use e.g. 512")
@@ -322,8 +332,6 @@ def _model(r: _Report, image_size: int | None) -> None:
         if width is not None and heads is not None and width % heads:
             r.add(f"model.{tower}.heads", f"{heads} does not divide model.{tower}.width {width}; use a divisor of "
                   f"{width}, e.g. {_divisors(width, heads)}")
-    r.number("model.text.vocab_size", integer=True, low=tokenizer.VOCAB_SIZE,
-             hint=f"the byte tokenizer uses {tokenizer.VOCAB_SIZE} ids; use at least that")
     text_width = widths["text"]
     text_patch = r.number("model.text.patch_size", integer=True, low=1, default=1, hint="use 1 for a token per byte")
     if text_width is not None and text_patch is not None and text_width % text_patch:
@@ -397,6 +405,7 @@ def problems(config, num_devices: int | None = None, *, num_processes: int | Non
     r = _Report(config.to_dict() if hasattr(config, "to_dict") else config)
     mesh = _mesh(r, num_devices)
     _model(r, _data(r, training))
+    _tokenizer(r)
     _eval(r, training)
     if training:
         _train(r, mesh, num_processes)

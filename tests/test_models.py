@@ -13,6 +13,7 @@ from jaxclr.models.layers import SelfAttention, stack_blocks
 from jaxclr.models.text import eos_positions
 
 IMAGE_SIZE = 16
+VOCAB = 40   # rows of the token table (the tokenizer's vocab_size in a run)
 
 
 def small_config(**overrides):
@@ -20,7 +21,7 @@ def small_config(**overrides):
     cfg = ml_collections.ConfigDict({
         "embed_dim": 24, "dtype": "float32",
         "image": {"patch_size": 4, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2, "pool": "tok"},
-        "text": {"vocab_size": 40, "max_len": 12, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2,
+        "text": {"max_len": 12, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2,
                  "causal": True},
         "init_scale": 14.285714, "max_scale": 100.0, "learn_bias": False, "init_bias": -10.0,
         "remat": "none", "scan_layers": False})
@@ -39,12 +40,13 @@ TOKENS = jnp.asarray([[1, 5, 6, 7, 2, 0, 0, 0, 0, 0],
 
 @pytest.fixture(scope="module")
 def model():
-    return TwoTower(small_config(), IMAGE_SIZE, rngs=nnx.Rngs(0))
+    return TwoTower(small_config(), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("pool,causal", [("tok", True), ("mean", False)])
 def test_shapes_and_unit_norm(pool, causal):
-    m = TwoTower(small_config(**{"image.pool": pool, "text.causal": causal}), IMAGE_SIZE, rngs=nnx.Rngs(1))
+    m = TwoTower(small_config(**{"image.pool": pool, "text.causal": causal}), IMAGE_SIZE, vocab_size=VOCAB,
+                 rngs=nnx.Rngs(1))
     zimg, ztxt = m(random_images(), TOKENS)
     assert zimg.shape == (3, 24) and ztxt.shape == (3, 24)
     assert zimg.dtype == jnp.float32 and ztxt.dtype == jnp.float32
@@ -89,7 +91,7 @@ def test_causal_text_ignores_tokens_after_eos(model):
 
 
 def test_bidirectional_text_ignores_padding():
-    m = TextTransformer(small_config(**{"text.causal": False}).text, rngs=nnx.Rngs(2))
+    m = TextTransformer(small_config(**{"text.causal": False}).text, vocab_size=VOCAB, rngs=nnx.Rngs(2))
     tokens = jnp.asarray([[1, 5, 6, 7, 2, 0, 0, 0]], jnp.int32)
     base = m(tokens)
     np.testing.assert_allclose(m(tokens[:, :5]), base, atol=1e-5)
@@ -119,7 +121,7 @@ def test_vit_is_sensitive_to_patch_order_through_positions(pool):
 
 
 def test_bfloat16_compute_has_float32_params_and_outputs(model):
-    m16 = TwoTower(small_config(dtype="bfloat16"), IMAGE_SIZE, rngs=nnx.Rngs(0))
+    m16 = TwoTower(small_config(dtype="bfloat16"), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(m16, nnx.Param)))
     z16 = m16(random_images(), TOKENS)
     z32 = model(random_images(), TOKENS)
@@ -131,7 +133,7 @@ def test_bfloat16_compute_has_float32_params_and_outputs(model):
 
 
 def test_scale_init_is_exp_of_log_scale():
-    m = TwoTower(small_config(), IMAGE_SIZE, rngs=nnx.Rngs(0))
+    m = TwoTower(small_config(), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     assert m.scale().dtype == jnp.float32
     np.testing.assert_allclose(m.scale(), 1 / 0.07, rtol=1e-6)
     np.testing.assert_allclose(m.logit.log_scale[...], 2.659260, atol=1e-6)
@@ -142,14 +144,14 @@ def test_scale_init_is_exp_of_log_scale():
 
 def test_init_scale_above_max_scale_is_an_error():
     with pytest.raises(ValueError, match="init_scale"):
-        TwoTower(small_config(init_scale=200.0), IMAGE_SIZE, rngs=nnx.Rngs(0))
+        TwoTower(small_config(init_scale=200.0), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
 
 
 def test_bias_param_only_when_learnable():
-    plain = TwoTower(small_config(), IMAGE_SIZE, rngs=nnx.Rngs(0))
+    plain = TwoTower(small_config(), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     names = [path[-1] for path, _ in nnx.to_flat_state(nnx.state(plain.logit, nnx.Param))]
     assert names == ["log_scale"] and float(plain.bias()) == 0.0 and plain.bias().dtype == jnp.float32
-    sig = TwoTower(small_config(learn_bias=True, init_scale=10.0), IMAGE_SIZE, rngs=nnx.Rngs(0))
+    sig = TwoTower(small_config(learn_bias=True, init_scale=10.0), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     flat = dict(nnx.to_flat_state(nnx.state(sig, nnx.Param)))
     assert flat[("logit", "bias")][...] == -10.0 and float(sig.bias()) == -10.0
     np.testing.assert_allclose(sig.scale(), 10.0, rtol=1e-6)
@@ -179,10 +181,10 @@ def test_split_merge_round_trip_in_jit(model):
 
 def test_config_errors():
     with pytest.raises(ValueError, match="not divisible"):
-        TwoTower(small_config(), 18, rngs=nnx.Rngs(0))
+        TwoTower(small_config(), 18, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="dtype"):
-        TwoTower(small_config(dtype="float16"), IMAGE_SIZE, rngs=nnx.Rngs(0))
-    m = TextTransformer(small_config().text, rngs=nnx.Rngs(0))
+        TwoTower(small_config(dtype="float16"), IMAGE_SIZE, vocab_size=VOCAB, rngs=nnx.Rngs(0))
+    m = TextTransformer(small_config().text, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="max_len"):
         m(jnp.ones((1, 13), jnp.int32))
 
@@ -204,7 +206,7 @@ def test_byte_patched_text_pools_at_eos_patch_and_ignores_padding(patch):
     cfg = small_config()
     cfg.text.patch_size = patch
     cfg.text.width = 36 if patch == 3 else 32
-    text = TextTransformer(cfg.text, rngs=nnx.Rngs(0))
+    text = TextTransformer(cfg.text, vocab_size=VOCAB, rngs=nnx.Rngs(0))
     out = text(TOKENS)
     assert out.shape == (3, cfg.text.width) and np.all(np.isfinite(out))
     # Padding after the EOS patch never changes the embedding (trailing pad patches are masked by causality).
@@ -221,7 +223,8 @@ def build_tower(kind, remat="none", scan_layers=False, seed=0, cfg=None):
     cfg = cfg or small_config()
     if kind == "image":
         return ViT(cfg.image, IMAGE_SIZE, "float32", rngs=nnx.Rngs(seed), remat=remat, scan_layers=scan_layers)
-    return TextTransformer(cfg.text, "float32", rngs=nnx.Rngs(seed), remat=remat, scan_layers=scan_layers)
+    return TextTransformer(cfg.text, "float32", vocab_size=VOCAB, rngs=nnx.Rngs(seed), remat=remat,
+                           scan_layers=scan_layers)
 
 
 def tower_input(kind):
@@ -288,7 +291,8 @@ def test_decay_mask_of_scanned_towers_marks_exactly_kernels_and_embeddings():
 
     cfg = configlib.load("configs/clip.py:tiny").model
     params = {"image": nnx.state(ViT(cfg.image, 64, rngs=nnx.Rngs(0), scan_layers=True), nnx.Param),
-              "text": nnx.state(TextTransformer(cfg.text, rngs=nnx.Rngs(0), scan_layers=True), nnx.Param)}
+              "text": nnx.state(TextTransformer(cfg.text, vocab_size=259, rngs=nnx.Rngs(0), scan_layers=True),
+                                nnx.Param)}
     mask = {"/".join(optim.path_names(p)): on
             for p, on in jax.tree_util.tree_leaves_with_path(optim.decay_mask(params))}
     kernels = [f"{tower}/encoder/blocks/{layer}/kernel" for tower in ("image", "text")

@@ -11,12 +11,14 @@ from flax import nnx
 from jaxclr import configlib, optim, parallel
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
+from jaxclr.data import tokenizer
 from jaxclr.models import TwoTower
 
 
 def tiny_params(config=None):
     config = config or configlib.load("configs/clip.py:tiny")
-    _, params = nnx.split(TwoTower(config.model, config.data.image_size, rngs=nnx.Rngs(0)), nnx.Param)
+    model = TwoTower(config.model, config.data.image_size, vocab_size=tokenizer.VOCAB_SIZE, rngs=nnx.Rngs(0))
+    _, params = nnx.split(model, nnx.Param)
     return config, params
 
 
@@ -103,7 +105,8 @@ def clip_of_scale(log_scale, seed=0):
 
 def test_scale_gradient_is_alive_just_inside_the_bound():
     config, params = tiny_params()
-    model = nnx.merge(nnx.split(TwoTower(config.model, 64, rngs=nnx.Rngs(0)))[0], params)
+    graphdef = nnx.split(TwoTower(config.model, 64, vocab_size=tokenizer.VOCAB_SIZE, rngs=nnx.Rngs(0)))[0]
+    model = nnx.merge(graphdef, params)
     bound = float(optim.max_log_scale(config.model.max_scale))
     model.logit.log_scale[...] = jnp.float32(bound - 1e-3)
 

@@ -174,8 +174,16 @@ def test_init_scale_must_be_positive_and_at_most_max_scale():
     assert_one(tiny(model__max_scale=-1.0), "model.max_scale", "must be > 0")
 
 
-def test_vocab_must_cover_the_byte_tokenizer():
-    assert_one(tiny(model__text__vocab_size=100), "model.text.vocab_size", "must be >= 259", "byte tokenizer")
+def test_tokenizer_keys(tmp_path):
+    assert_one(tiny(data__tokenizer="sentencepeice"), "data.tokenizer", "unknown tokenizer", "'sentencepiece'")
+    assert_one(tiny(data__tokenizer_model="x.model"), "data.tokenizer_model", "is set but data.tokenizer is 'bytes'")
+    missing = str(tmp_path / "sp.model")
+    assert_one(tiny(data__tokenizer="sentencepiece", data__tokenizer_model=missing), "data.tokenizer_model",
+               f"no SentencePiece model at {missing}", "python -m jaxclr.data.train_tokenizer")
+    default = str(tmp_path / "jaxclr_shapes" / "tokenizer" / "sentencepiece.model")
+    assert_one(tiny(data__tokenizer="sentencepiece", data__data_dir=str(tmp_path)), "data.tokenizer_model",
+               f"no SentencePiece model at {default}")
+    assert_one(tiny(False, data__lowercase="yes"), "data.lowercase", "is not True or False")
 
 
 # ------------------------------------------------------------------ data

@@ -1,9 +1,10 @@
-"""jaxclr.data: embedded TFDS datasets, byte-level tokenizer, augmentation, grain pipeline.
+"""jaxclr.data: embedded TFDS datasets, tokenizers, augmentation, grain pipeline.
 
     datasets.py   name -> TFDS builder (embedded ones built on first use), zero-shot tasks
     shapes.py     jaxclr_shapes: rendered coloured shapes with captions (the default)
     digits.py     jaxclr_digits: scikit-learn's handwritten digits with captions
-    tokenizer.py  byte-level tokenizer (PAD 0, BOS 1, EOS 2, byte b -> b + 3)
+    tokenizer.py  tokenizers by config: byte-level (PAD 0, BOS 1, EOS 2, byte b -> b + 3) or SentencePiece
+    sentencepiece_tokenizer.py  SentencePiece models with those ids (+ unk 3); train_tokenizer.py its CLI
     augment.py    horizontal flip that swaps 'left'/'right' in the caption
     pipeline.py   train_batches (the global order of a run, read through grain per process)
     eval_stream.py  eval splits read as a stream of batches (bounded host memory)

@@ -22,7 +22,7 @@ from jaxclr.data import augment, datasets, tokenizer
 log = logging.getLogger(__name__)
 _BAD = collections.Counter()   # reason -> count of skipped records (this process)
 _SEEN = [0]                    # records looked at (this process)
-_TRUNCATED = [0]               # captions longer than max_len - 2 bytes (this process)
+_TRUNCATED = [0]               # captions whose ids did not fit max_len - 2 (this process)
 _LOCK = threading.Lock()       # grain reads records from several threads
 
 
@@ -43,16 +43,17 @@ def reset_bad_record_stats() -> None:
         _SEEN[0] = _TRUNCATED[0] = 0
 
 
-def tokenize(caption: str, max_len: int) -> np.ndarray:
-    """tokenizer.encode, counting (and warning once about) captions cut to fit max_len."""
-    if len(caption.encode('utf-8')) > max_len - 2:
+def tokenize(caption: str, max_len: int, tok: tokenizer.Tokenizer) -> np.ndarray:
+    """tok.encode, counting (and warning once about) captions whose ids are cut to fit max_len."""
+    ids, truncated = tok.encode_checked(caption, max_len)
+    if truncated:
         with _LOCK:
             _TRUNCATED[0] += 1
             first = _TRUNCATED[0] == 1
         if first:
-            log.warning('Caption longer than data.max_len - 2 = %d bytes is truncated: %r. '
+            log.warning('Caption longer than data.max_len - 2 = %d tokens is truncated: %r. '
                         'Consider a larger data.max_len.', max_len - 2, caption)
-    return tokenizer.encode(caption, max_len)
+    return ids
 
 
 class BadRecord(ValueError):
@@ -147,18 +148,19 @@ class SafeSource:
 
 
 class TrainTransform(grain.RandomMapTransform):
-    """Random flip (image + caption) if enabled, then tokenise; image stays uint8."""
+    """Random flip (image + caption) if enabled, then tokenise with `tok`; image stays uint8."""
 
-    def __init__(self, flip: bool, max_len: int):
+    def __init__(self, flip: bool, max_len: int, tok: tokenizer.Tokenizer):
         self.flip = flip
         self.max_len = max_len
+        self.tokenizer = tok
 
     def random_map(self, element, rng: np.random.Generator):
         image, caption = element['image'], element['caption']
         if self.flip:
             image, caption = augment.random_flip(image, caption, rng)
         return {'image': np.ascontiguousarray(image, np.uint8),
-                'text': tokenize(caption, self.max_len)}
+                'text': tokenize(caption, self.max_len, self.tokenizer)}
 
 
 def _standardizer(data_cfg, with_labels: bool) -> Standardize:
@@ -234,7 +236,8 @@ def train_order(config) -> GlobalOrder:
         log.warning('data.flip skipped: the captions of %s are not flip-aware (only jaxclr_shapes is).',
                     data_cfg.name)
         flip = False
-    return GlobalOrder(source, TrainTransform(flip, int(data_cfg.max_len)), int(config.seed))
+    transform = TrainTransform(flip, int(data_cfg.max_len), tokenizer.from_config(data_cfg))
+    return GlobalOrder(source, transform, int(config.seed))
 
 
 def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0):

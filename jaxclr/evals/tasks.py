@@ -151,8 +151,8 @@ def eval_set(config) -> EvalSet:
 
 
 def tokenize_fn(data_cfg):
-    """The evaluators' tokenizer: list of N str -> int32 [N, data.max_len]."""
-    return functools.partial(tokenizer.encode_batch, max_len=int(data_cfg.max_len))
+    """The evaluators' tokenizer, the one training uses (data.tokenizer): list of N str -> int32 [N, data.max_len]."""
+    return functools.partial(tokenizer.from_config(data_cfg).encode_batch, max_len=int(data_cfg.max_len))
 
 
 def chance_class_names(config) -> dict[str, tuple[str, ...]]:

@@ -1,9 +1,9 @@
 """Text transformer tower: token ids [B, L] -> pooled [B, width] float32.
 
-Token conventions (shared with jaxclr.data's tokenizer): 0 is PAD, 2 is EOS.
+Token conventions (shared by every tokenizer of jaxclr.data.tokenizer): 0 is PAD, 2 is EOS.
 Causal mode pools at the first EOS (CLIP); bidirectional mode masks padding and
 mean-pools over the non-pad tokens. With ``patch_size = p > 1`` every p consecutive
-tokens (bytes) are embedded into one sequence position, like image patches: the
+tokens (bytes, or pieces) are embedded into one sequence position, like image patches: the
 sequence is p times shorter (attention and MLP cost drop ~p-fold) while the
 model still reads every byte; masks and EOS pooling then work per patch.
 """
@@ -34,8 +34,10 @@ class TextTransformer(nnx.Module):
     """Transformer text encoder.
 
     Args:
-      cfg_text: mapping with vocab_size, max_len, width, depth, heads, mlp_ratio, causal.
+      cfg_text: mapping with max_len, width, depth, heads, mlp_ratio, causal[, patch_size].
       dtype: compute dtype (name or dtype); parameters are float32.
+      vocab_size: rows of the token table, the tokenizer's vocab_size (not a config key: the
+        vocabulary follows data.tokenizer).
       rngs: nnx.Rngs with a 'params' stream.
       remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
         jaxclr.models.layers); they never change the function.
@@ -44,10 +46,10 @@ class TextTransformer(nnx.Module):
     'encoder' (blocks + final norm).
     """
 
-    def __init__(self, cfg_text, dtype="float32", *, rngs: nnx.Rngs, remat: str = "none",
+    def __init__(self, cfg_text, dtype="float32", *, vocab_size: int, rngs: nnx.Rngs, remat: str = "none",
                  scan_layers: bool = False):
         self.dtype = compute_dtype(dtype)
-        self.vocab_size, self.max_len = int(cfg_text["vocab_size"]), int(cfg_text["max_len"])
+        self.vocab_size, self.max_len = int(vocab_size), int(cfg_text["max_len"])
         self.width, self.causal = int(cfg_text["width"]), bool(cfg_text["causal"])
         self.patch = int(cfg_text.get("patch_size", 1))
         if self.width % self.patch:
