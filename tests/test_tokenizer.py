@@ -14,8 +14,9 @@ import sentencepiece as spm
 
 from jaxclr import configlib, parallel
 from jaxclr import state as state_lib
-from jaxclr.data import pipeline, tokenizer, train_tokenizer
+from jaxclr.data import eval_stream, pipeline, tokenizer, train_tokenizer
 from jaxclr.data import sentencepiece_tokenizer as sp
+from jaxclr.evals import tasks
 from tests.test_train import tiny_run_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,11 +161,12 @@ def test_trained_on_shapes_and_used_by_the_pipeline(data_dir, tmp_path):
     config.data.update(tokenizer="sentencepiece", tokenizer_model=path, max_len=14)   # 8 to 21 pieces
     tok = tokenizer.from_config(config.data)
     pipeline.reset_bad_record_stats()
-    ev = pipeline.eval_data(config)
-    np.testing.assert_array_equal(ev["text"], tok.encode_batch(ev["caption"], 14))
-    lengths = [len(tok.ids(c)) for c in ev["caption"]]
+    captions = [c for batch in eval_stream.eval_split(config).batches(64) for cs in batch["captions"] for c in cs]
+    text = np.stack([pipeline.tokenize(c, 14, tok) for c in captions])   # what the train pipeline does
+    np.testing.assert_array_equal(text, tasks.tokenize_fn(config.data)(captions))   # ... and the evals
+    lengths = [len(tok.ids(c)) for c in captions]
     assert pipeline.bad_record_stats()["truncated_captions"] == sum(n > 12 for n in lengths) > 0
-    short = [c for c, n in zip(ev["caption"], lengths, strict=True) if n <= 12]
+    short = [c for c, n in zip(captions, lengths, strict=True) if n <= 12]
     assert short and all(tok.decode(tok.encode(c, 14)) == c for c in short)   # in-vocabulary round trip
     example = pipeline.train_order(config)(0)
     assert example["text"].shape == (14,) and np.sum(example["text"] == tokenizer.EOS) == 1
@@ -186,14 +188,12 @@ def test_cli_writes_the_default_model_that_from_config_loads(data_dir):
     assert f"wrote {default}" in out.stdout
     tok = tokenizer.from_config(config.data)
     assert tok.path == default and 4 < tok.vocab_size <= 100
-    caption = pipeline.eval_data(config)["caption"][0]
+    caption = next(eval_stream.eval_split(config).batches(1))["captions"][0][0]
     assert tok.decode(tok.encode(caption, 80)) == caption
 
 
 def test_evaluators_tokenize_prompts_with_the_training_tokenizer(model_path, tok):
     """Zero-shot prompts and eval captions must get the ids training used (evals.tasks.tokenize_fn)."""
-    from jaxclr.evals import tasks
-
     cfg = data_cfg(tokenizer="sentencepiece", tokenizer_model=model_path)
     prompts = ["a red circle on the left", "a blue square"]
     np.testing.assert_array_equal(tasks.tokenize_fn(cfg)(prompts), tok.encode_batch(prompts, cfg.max_len))
