@@ -207,6 +207,12 @@ def test_tfds_dataset_must_be_prepared_in_the_data_dir(tmp_path):
     assert os.listdir(tmp_path) == []   # looked up only: nothing built or downloaded
 
 
+@pytest.mark.parametrize("key", ["image_feature", "caption_feature", "label_feature"])
+def test_feature_names_must_be_names(key):
+    assert_one(tiny(type_safe=False, **{f"data__{key}": ""}), f"data.{key}", "'' is not a feature name")
+    assert_one(tiny(type_safe=False, **{f"data__{key}": 3}), f"data.{key}", "3 is not a feature name")
+
+
 # ------------------------------------------------------------------ loss
 
 def test_unknown_loss_impl():

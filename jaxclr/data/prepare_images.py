@@ -1,6 +1,6 @@
 """Image bytes for `jaxclr.data.prepare`: read one source image, decode it, store it.
 
-Runs in the prepare worker processes, so it imports only PIL and numpy (cheap to spawn).
+Runs in the prepare worker processes; it imports PIL only (etils for URL sources).
 
     load(ref, image_size=224, image_format='jpeg') -> (None, bytes) | (reason, None)
 

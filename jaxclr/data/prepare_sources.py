@@ -179,7 +179,13 @@ def webdataset(path, skipped) -> list[Item]:
 # ------------------------------------------------------------------ class folders
 
 def _files_below(folder: epath.Path) -> list[epath.Path]:
-    return sorted(p for p in folder.rglob('*') if p.is_file())
+    """Every file under `folder` (recursively; hidden entries skipped), sorted."""
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.startswith('.'):
+            continue
+        found.extend(_files_below(entry) if entry.is_dir() else [entry])
+    return sorted(found)
 
 
 def class_folders(path, skipped) -> tuple[list[Item], list[str]]:
