@@ -242,6 +242,9 @@ def test_interrupted_prepare_resumes_shard_by_shard(image_folder, tmp_path, monk
     assert all_records(tmp_path, 'resume') == expected and report['skipped'] == clean['skipped']
     with pytest.raises(ValueError, match='image_size differ.*--overwrite'):
         prepare.prepare('manifest', source, options(tmp_path, 'resume', image_size=16))
+    report = prepare.prepare('manifest', source, options(tmp_path, 'resume', image_size=16, overwrite=True))
+    assert (report['shards_written'], report['shards_reused']) == (3, 0)
+    assert records(tmp_path, 'resume')['imgs/a.png']['image'].shape == (16, 16, 3)
 
 
 # ------------------------------------------------------------------ original bytes

@@ -23,8 +23,9 @@ Robust: an undecodable image, a missing file, an empty caption or a duplicate ke
 and counted, never a crash; the counts are printed at the end and saved to
 prepare-report-<split>.json next to the shards. Resumable: each shard is written to a temp
 name and renamed when complete; a rerun with the same flags keeps the complete shards and
-writes the rest. The TFDS metadata is written last, so an interrupted dataset is never
-readable by name. Decoding runs in --workers processes.
+writes the rest. The TFDS metadata is written last and lists a split only once all its
+shards are complete: a dataset is not readable by name before its first complete run.
+Decoding runs in --workers processes.
 """
 from __future__ import annotations
 
@@ -125,12 +126,35 @@ def assign_splits(items, opts: Options) -> dict:
 
 # ------------------------------------------------------------------ the whole run
 
+def _write_split(layout, items, opts: Options, features, load, bar, report: dict, skipped) -> None:
+    """Writes the missing shards of one split (keeping complete ones); adds to report and skipped."""
+    shard_reports = []
+    for i in range(layout.num_shards):
+        shard_items = items[i * opts.shard_size:(i + 1) * opts.shard_size]
+        done = prepare_writer.read_json(layout.shard_report(i))
+        if done is not None and layout.shard(i).exists():
+            report['shards_reused'] += 1
+            bar.update(len(shard_items))
+        else:
+            done = prepare_writer.write_shard(shard_items, layout.temp(i), features, load, bar)
+            prepare_writer.write_json(layout.shard_report(i), done)
+            layout.temp(i).replace(layout.shard(i))   # complete: the rename marks it done
+            report['shards_written'] += 1
+        shard_reports.append(done)
+        skipped.update(done['skipped'])
+    report['splits'][layout.split] = {'examples': sum(r['examples'] for r in shard_reports),
+                                      'captions': sum(r['captions'] for r in shard_reports),
+                                      'shards': layout.num_shards}
+
+
 def prepare(kind: str, source: str, opts: Options, **source_kwargs) -> dict:
     """Prepares `source` (one of KINDS) as opts.name in opts.data_dir; returns the run's report.
 
     source_kwargs go to the manifest reader (image_root, image_column, caption_column). The
-    report: {'dataset', 'source', 'version_dir', 'splits': {split: {'examples', 'captions',
-    'shards'}}, 'skipped': {reason: count}, 'skipped_total', 'shards_written', 'shards_reused'}.
+    report (also saved as prepare-report-<split>.json): {'dataset', 'source', 'version_dir',
+    'splits': {split: {'examples', 'captions', 'shards'}}, 'skipped': {reason: examples},
+    'skipped_total', 'blank_captions_dropped', 'shards_written', 'shards_reused'}.
+    Bad input raises ValueError / FileNotFoundError with a one-line message.
     """
     check_options(opts)
     data_dir = datasets.resolve_data_dir(types.SimpleNamespace(data_dir=opts.data_dir))
@@ -147,8 +171,8 @@ def prepare(kind: str, source: str, opts: Options, **source_kwargs) -> dict:
     prepare_writer.check_features(version_dir, features, splits)
     layouts = {}
     for split, split_items in splits.items():
-        num_shards = math.ceil(len(split_items) / opts.shard_size)
-        layouts[split] = prepare_writer.Layout(version_dir, opts.name, split, num_shards)
+        layouts[split] = prepare_writer.Layout(version_dir, opts.name, split,
+                                               math.ceil(len(split_items) / opts.shard_size))
         settings = {'split': split, 'kind': kind, 'source': str(source), 'source_kwargs': source_kwargs,
                     'image_size': opts.image_size, 'image_format': opts.image_format,
                     'shard_size': opts.shard_size, 'val_fraction': opts.val_fraction, 'val_split': opts.val_split,
@@ -158,32 +182,14 @@ def prepare(kind: str, source: str, opts: Options, **source_kwargs) -> dict:
     report = {'dataset': opts.name, 'source': str(source), 'version_dir': str(version_dir), 'splits': {},
               'shards_written': 0, 'shards_reused': 0}
     load = functools.partial(prepare_images.load, image_size=opts.image_size, image_format=opts.image_format)
-    total = sum(len(v) for v in splits.values())
-    bar = tqdm.tqdm(total=total, unit='img', disable=not opts.progress, desc=f'prepare {opts.name}')
+    bar = tqdm.tqdm(total=len(items), unit='img', disable=not opts.progress, desc=f'prepare {opts.name}')
     with prepare_writer.mapper(opts.workers) as pool_map, bar:
         for split, split_items in splits.items():
-            layout, shard_reports = layouts[split], []
-            for i in range(layout.num_shards):
-                shard_items = split_items[i * opts.shard_size:(i + 1) * opts.shard_size]
-                done = prepare_writer.read_json(layout.shard_report(i))
-                if done is not None and layout.shard(i).exists():
-                    report['shards_reused'] += 1
-                    bar.update(len(shard_items))
-                else:
-                    done = prepare_writer.write_shard(shard_items, layout.temp(i), features,
-                                        functools.partial(pool_map, load), bar)
-                    prepare_writer.write_json(layout.shard_report(i), done)
-                    layout.temp(i).replace(layout.shard(i))   # complete: the rename marks it done
-                    report['shards_written'] += 1
-                shard_reports.append(done)
-                skipped.update(done['skipped'])
-            report['splits'][split] = {'examples': sum(r['examples'] for r in shard_reports),
-                                       'captions': sum(r['captions'] for r in shard_reports),
-                                       'shards': layout.num_shards}
-    tfds.folder_dataset.write_metadata(   # last: only now is the dataset readable by name
+            _write_split(layouts[split], split_items, opts, features, functools.partial(pool_map, load), bar,
+                         report, skipped)
+    tfds.folder_dataset.write_metadata(   # last: a split is listed once all its shards are complete
         data_dir=version_dir, features=features, split_infos=prepare_writer.split_infos(version_dir, opts.name),
-        version=opts.version, check_data=False,
-        description=f'Prepared by jaxclr.data.prepare from {source}.')
+        version=opts.version, check_data=False, description=f'Prepared by jaxclr.data.prepare from {source}.')
     report['blank_captions_dropped'] = skipped.pop(prepare_sources.BLANK_DROPPED, 0)
     report['skipped'] = dict(sorted(skipped.items()))
     report['skipped_total'] = sum(skipped.values())

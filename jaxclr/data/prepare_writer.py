@@ -113,8 +113,8 @@ class Layout:
 
 def claim(layout: Layout, settings: dict, overwrite: bool) -> None:
     """Records the settings of the split; refuses to mix shards of other settings."""
-    if overwrite:
-        for path in layout.existing_files() + [layout.settings()]:
+    if overwrite:   # the metadata goes too: until it is rewritten, it would list the deleted shards
+        for path in layout.existing_files() + [layout.settings(), layout.version_dir / 'dataset_info.json']:
             if path.exists():
                 path.unlink()
     stored = read_json(layout.settings())
