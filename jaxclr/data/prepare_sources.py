@@ -97,6 +97,9 @@ def manifest(path, skipped, image_root=None, image_column='image', caption_colum
         if not isinstance(image, str) or not image.strip():
             skipped['bad manifest row'] += 1
             continue
+        if image.startswith(('http://', 'https://')):
+            raise ValueError(f'{path}: images are web URLs ({image}); download them first (img2dataset '
+                             '--output_format=webdataset) and prepare its tars with --webdataset')
         key = image.strip() if paths.is_url(image) else posixpath.normpath(image.strip())
         captions.setdefault(key, []).extend(row_captions)
     items = []
