@@ -61,6 +61,10 @@ def get_config(arg="tiny"):
     c.data.flip = True              # only datasets whose captions are flip-aware flip (jaxclr_shapes)
     c.data.worker_count = 0
     c.data.eval_examples = 2_000
+    # Feature names of a dataset read by name (python -m jaxclr.data.prepare writes these):
+    c.data.image_feature = "image"
+    c.data.caption_feature = "caption"  # Text, or a Sequence of Text (training draws one per example)
+    c.data.label_feature = "label"      # ClassLabel: the zero-shot task (named after it)
 
     c.model = ml_collections.ConfigDict()
     c.model.embed_dim = p["embed"]

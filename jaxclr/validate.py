@@ -261,6 +261,9 @@ def _data(r: _Report, training: bool) -> int | None:
     if name is _MISSING:
         return image_size
     data_cfg = ml_collections.ConfigDict(r.get("data"))   # attribute access for the datasets module
+    bad_names = datasets.feature_problems(data_cfg)   # data.*_feature: names
+    for key, problem in bad_names:
+        r.add(key, problem)
     if name in list(datasets.EMBEDDED):
         if None not in counts and image_size is not None:
             try:   # the dataset's own limits, e.g. jaxclr_shapes needs image_size >= 32
@@ -281,6 +284,8 @@ def _data(r: _Report, training: bool) -> int | None:
         r.add("data.name", f"cannot open TFDS dataset {name!r} ({type(e).__name__}: {e}); use one of "
               f"{', '.join(datasets.EMBEDDED)} or a dataset prepared as array_record in data.data_dir")
         return image_size
+    for key, problem in [] if bad_names else datasets.feature_problems(data_cfg, builder.info.features):
+        r.add(key, problem)   # data.*_feature: features of this dataset
     splits = list(builder.info.splits)
     for key in ("data.train_split", "data.eval_split") if training else ("data.eval_split",):
         split = r.get(key)

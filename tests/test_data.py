@@ -273,7 +273,7 @@ def test_eval_split_streams_fields_and_labels(data_dir):
 def test_long_captions_are_truncated_and_counted(data_dir):
     pipeline.reset_bad_record_stats()
     captions = [c for (c,) in read_eval_split(make_config(data_dir))[2]]
-    text = np.stack([pipeline.tokenize(c, 24) for c in captions])
+    text = np.stack([pipeline.tokenize(c, 24, tokenizer.ByteTokenizer()) for c in captions])
     long = [c for c in captions if len(c) > 22]
     assert long and pipeline.bad_record_stats()['truncated_captions'] == len(long)
     assert all(tokenizer.decode(t) == c[:22] for t, c in zip(text, captions))

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxclr import configlib
-from jaxclr.data import datasets, eval_stream, tokenizer
+from jaxclr.data import datasets, eval_stream, pipeline, tokenizer
 from jaxclr.evals import classnames, prompts, retrieval, runner, tasks, zeroshot
 from jaxclr.evals.embed import EvalEmbeddings
 
@@ -235,7 +235,7 @@ class SyntheticSource:
 
 
 def _peak_eval_bytes(n):
-    standardize = eval_stream.EvalStandardize(128, lambda ex: {"label": int(ex["label"])})
+    standardize = pipeline.Standardize(128, label_fn=lambda ex: {"label": int(ex["label"])})
     split = eval_stream.RecordSplit(SyntheticSource(n), standardize, n, ("label",), threads=1)
     task = tasks.ZeroShotTask("label", "label", tuple(f"class{i}" for i in range(10)), ("a {}",))
     eval_set = tasks.EvalSet(split, (task,))

@@ -215,6 +215,12 @@ def test_tfds_dataset_must_be_prepared_in_the_data_dir(tmp_path):
     assert os.listdir(tmp_path) == []   # looked up only: nothing built or downloaded
 
 
+@pytest.mark.parametrize("key", ["image_feature", "caption_feature", "label_feature"])
+def test_feature_names_must_be_names(key):
+    assert_one(tiny(type_safe=False, **{f"data__{key}": ""}), f"data.{key}", "'' is not a feature name")
+    assert_one(tiny(type_safe=False, **{f"data__{key}": 3}), f"data.{key}", "3 is not a feature name")
+
+
 # ------------------------------------------------------------------ loss
 
 def test_unknown_loss_impl():
@@ -368,7 +374,7 @@ def test_cli_unknown_key_and_bad_preset_exit_with_code_2(tmp_path):
     proc = run_cli("jaxclr.evaluate", "--config=configs/clip.py:huge", f"--workdir={tmp_path / 'run'}")
     assert proc.returncode == 2
     assert error_lines(proc) == ["error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of "
-                                 "['b16', 'l14', 's16', 'tiny']"]
+                                 "['b16', 'digits', 'l14', 's16', 'tiny']"]
     assert not (tmp_path / "run").exists()
 
 

@@ -8,6 +8,8 @@
     augment.py    horizontal flip that swaps 'left'/'right' in the caption
     pipeline.py   train_batches (the global order of a run, read through grain per process)
     eval_stream.py  eval splits read as a stream of batches (bounded host memory)
+    prepare.py    `python -m jaxclr.data.prepare`: your images (manifest, img2dataset tars, class
+                  folders) -> a TFDS array_record dataset read by name (+ prepare_sources/_images/_writer)
 """
 from jaxclr.data import tokenizer
 from jaxclr.data.datasets import (

@@ -7,11 +7,13 @@ data dir; it is never downloaded, and a missing one is a clear error saying wher
 looked for and how to prepare it.
 
 `data_cfg` is the `config.data` ConfigDict (fields: name, data_dir, image_size,
-num_train, num_test, build_seed; see configs/).
+num_train, num_test, build_seed, image_feature, caption_feature, label_feature; see configs/).
+Your own images become such a dataset with `python -m jaxclr.data.prepare`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -97,14 +99,17 @@ def ensure_prepared(data_cfg) -> tfds.core.DatasetBuilder:
             f'TFDS dataset {data_cfg.name!r} is not prepared in {data_dir} (looked for '
             f'{builder.data_path}); jaxclr never downloads it. Prepare it there as array_record, '
             f'e.g. `tfds build {data_cfg.name} --data_dir={data_dir} --file_format=array_record`, '
-            f'or set data.data_dir / ${DATA_DIR_ENV} to where it is prepared. '
+            f'or from your own images with `python -m jaxclr.data.prepare --name={data_cfg.name} '
+            f'--data_dir={data_dir} ...`, or set data.data_dir / ${DATA_DIR_ENV} to where it is prepared. '
             f'Embedded datasets that need no preparation: {", ".join(EMBEDDED)}.')
     formats = builder.info.available_file_formats()
     if not formats & file_adapters.FileFormat.with_random_access():
         raise ValueError(
             f'TFDS dataset {data_cfg.name!r} in {data_dir} is stored as '
-            f'{sorted(f.value for f in formats)}; jaxclr reads random-access formats only. '
-            f'Re-prepare it with `--file_format=array_record` (or `tfds convert_format`).')
+            f'{sorted(f.value for f in formats)}; jaxclr reads random-access formats only (array_record). '
+            f'Re-prepare it as array_record: `tfds build {data_cfg.name} --data_dir={data_dir} '
+            f'--file_format=array_record` (or `tfds convert_format`) for a TFDS dataset, or `python -m '
+            f'jaxclr.data.prepare --name={data_cfg.name} --data_dir={data_dir} ...` from the images.')
     return builder
 
 
@@ -116,14 +121,48 @@ def data_source(data_cfg, split: str):
     return builder.as_data_source(split=split)
 
 
+FEATURE_KEYS = {'image': 'image_feature', 'caption': 'caption_feature', 'label': 'label_feature'}
+
+
+def feature_names(data_cfg) -> dict:
+    """{'image', 'caption', 'label'} -> the feature name data.<role>_feature sets (default: the role)."""
+    return {role: data_cfg.get(key, role) for role, key in FEATURE_KEYS.items()}
+
+
+def feature_problems(data_cfg, features=None) -> list[tuple[str, str]]:
+    """(config key, problem) for each data.*_feature that is no name, or (given the dataset's
+    `features`) names no image, no caption to train on, or a label that is not a ClassLabel."""
+    names, found = feature_names(data_cfg), []
+    for role, key in FEATURE_KEYS.items():
+        if not isinstance(names[role], str) or not names[role]:
+            found.append((f'data.{key}', f'{names[role]!r} is not a feature name; use e.g. {role!r}'))
+    if found or features is None:
+        return found
+    have = ', '.join(map(repr, sorted(features.keys())))
+    label = features[names['label']] if names['label'] in features else None
+    if names['image'] not in features:
+        found.append(('data.image_feature', f'{names["image"]!r} is not a feature of {data_cfg.name} (features: '
+                      f'{have}); set it to the name of its image feature'))
+    if label is not None and not isinstance(label, tfds.features.ClassLabel):
+        found.append(('data.label_feature', f'{names["label"]!r} of {data_cfg.name} is not a ClassLabel; set it '
+                      f'to a ClassLabel feature (features: {have}), or to a name it lacks for no zero-shot task'))
+    elif names['caption'] not in features and 'text' not in features and label is None:
+        found.append(('data.caption_feature', f'{names["caption"]!r} is not a feature of {data_cfg.name} and it has '
+                      f'no ClassLabel data.label_feature to caption from (features: {have}); set it to the '
+                      'name of its caption feature'))
+    return found
+
+
 def zero_shot_tasks(data_cfg) -> dict:
-    """Task name -> class names: colour/shape for shapes, digit for digits, a ClassLabel
-    'label' feature for other TFDS datasets (empty dict if there is none)."""
+    """Task name -> class names: colour/shape for shapes, digit for digits, the ClassLabel
+    feature data.label_feature (task named after it) for other TFDS datasets (empty dict if
+    there is none)."""
     if data_cfg.name in EMBEDDED:
         return {task: list(names) for task, names in EMBEDDED[data_cfg.name].tasks.items()}
     features = ensure_prepared(data_cfg).info.features
-    if 'label' in features and isinstance(features['label'], tfds.features.ClassLabel):
-        return {'label': list(features['label'].names)}
+    label = feature_names(data_cfg)['label']
+    if label in features and isinstance(features[label], tfds.features.ClassLabel):
+        return {label: list(features[label].names)}
     return {}
 
 
@@ -138,8 +177,8 @@ def flip_safe(data_cfg) -> bool:
     return data_cfg.name in EMBEDDED and EMBEDDED[data_cfg.name].flip_safe
 
 
-def _label_feature(example) -> dict:
-    return {'label': int(example['label'])}
+def _label_feature(name: str, example) -> dict:
+    return {name: int(example[name])}
 
 
 def _no_labels(example) -> dict:
@@ -151,4 +190,5 @@ def task_labels_fn(data_cfg) -> Callable:
     """Decoded example -> {task name: class index, or -1 when the task does not apply}."""
     if data_cfg.name in EMBEDDED:
         return EMBEDDED[data_cfg.name].task_labels
-    return _label_feature if zero_shot_tasks(data_cfg) else _no_labels
+    tasks = zero_shot_tasks(data_cfg)
+    return functools.partial(_label_feature, next(iter(tasks))) if tasks else _no_labels

@@ -15,67 +15,26 @@ of ``batches`` reads the split again from its first record: nothing is kept betw
 - ``ArraySplit``: in-memory arrays (tests, small hand-made sets).
 - ``eval_split(config)``: the RecordSplit of ``config.data.eval_split`` with the dataset's labels.
 
-Records are read by the literal feature names 'image', 'caption' (a Text, or a Sequence of Text
-for several captions per image; 'text' is accepted too) and 'label' (a ClassLabel).
+Records are standardised by the train pipeline's ``pipeline.Standardize`` (features named by
+data.image_feature / caption_feature / label_feature; the caption a Text or a Sequence of Text
+for several captions per image), so training and evaluation read a dataset alike.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from jaxclr.data import datasets, pipeline
 
 
-def _text(value) -> str:
-    return value.decode('utf-8') if isinstance(value, bytes) else str(value)
-
-
-def read_captions(example: Mapping) -> tuple[str, ...]:
-    """The non-empty captions of a decoded example: 'caption' (or 'text') as one string or a
-    sequence of strings (a TFDS Sequence(Text) decodes to an array of bytes)."""
-    value = example.get('caption', example.get('text'))
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, (str, bytes)) else list(np.asarray(value, dtype=object).reshape(-1))
-    return tuple(text for text in (_text(item) for item in items) if text.strip())
-
-
-class EvalStandardize:
-    """Decoded example -> {'image', 'captions', 'labels'}; raises pipeline.BadRecord if unusable.
-
-    with_captions=True: an example without a non-empty caption is bad, unless ``class_names``
-    is given and it has a 'label' (then its caption is "a photo of a <name>.", as in training).
-    with_captions=False (zero-shot datasets): captions are not read.
-    """
-
-    def __init__(self, image_size: int, label_fn: Callable | None = None, with_captions: bool = True,
-                 class_names: Sequence[str] | None = None):
-        self.image_size = image_size
-        self.label_fn = label_fn
-        self.with_captions = with_captions
-        self.class_names = class_names
-
-    def __call__(self, example: Mapping) -> dict:
-        captions = ()
-        if self.with_captions:
-            captions = read_captions(example)
-            if not captions and self.class_names is not None and 'label' in example:
-                captions = (f'a photo of a {self.class_names[int(example["label"])]}.',)
-            if not captions:
-                raise pipeline.BadRecord('empty caption')
-        image = pipeline._to_rgb(np.asarray(example['image']), self.image_size)  # noqa: SLF001 - same package
-        return {'image': image, 'captions': captions,
-                'labels': self.label_fn(example) if self.label_fn is not None else {}}
-
-
 def collate(records: Sequence[Mapping], tasks: Sequence[str]) -> dict:
     """Standardised records -> one batch dict (module docstring)."""
     return {'image': np.stack([r['image'] for r in records]).astype(np.uint8),
             'captions': [tuple(r['captions']) for r in records],
-            'labels': {t: np.array([r['labels'].get(t, -1) for r in records], np.int32) for t in tasks}}
+            'labels': {t: np.array([r.get('labels', {}).get(t, -1) for r in records], np.int32) for t in tasks}}
 
 
 class RecordSplit:
@@ -85,7 +44,7 @@ class RecordSplit:
     batch in parallel (decoding is Python and partly releases the GIL: PIL, array_record).
     """
 
-    def __init__(self, source, standardize: EvalStandardize, num_examples: int, tasks: Sequence[str] = (),
+    def __init__(self, source, standardize: pipeline.Standardize, num_examples: int, tasks: Sequence[str] = (),
                  threads: int | None = None, name: str = ''):
         self.safe = pipeline.SafeSource(source, standardize)
         self.num_examples = min(len(source), int(num_examples))
@@ -134,8 +93,7 @@ def eval_split(config) -> RecordSplit:
     every zero-shot task of the dataset (``datasets.zero_shot_tasks``)."""
     data_cfg = config.data
     tasks = datasets.zero_shot_tasks(data_cfg)
-    class_names = tasks.get('label') if data_cfg.name not in datasets.EMBEDDED else None
-    standardize = EvalStandardize(int(data_cfg.image_size), datasets.task_labels_fn(data_cfg), True, class_names)
+    standardize = pipeline.standardizer(data_cfg, with_labels=True)
     source = datasets.data_source(data_cfg, data_cfg.eval_split)
     return RecordSplit(source, standardize, int(data_cfg.eval_examples), tuple(tasks),
                        name=f'{data_cfg.name}:{data_cfg.eval_split}')

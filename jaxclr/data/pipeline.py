@@ -1,6 +1,7 @@
 """Input pipeline: the run's global training order read through grain (eval splits: eval_stream.py).
 
-Records are first standardised to {'image': uint8 [S, S, 3], 'caption': str}. A record
+Records are first standardised to {'image': uint8 [S, S, 3], 'caption': str, 'captions':
+(str, ...)} from the features named by data.image_feature / caption_feature. A record
 that cannot be read or decoded, has an empty caption or an image that is not an image
 is skipped and counted, never a crash: see `bad_record_count()` / `bad_record_stats()`
 (counts of this process; with data.worker_count > 0 the train records are read in the
@@ -93,27 +94,44 @@ def _to_rgb(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
-class Standardize:
-    """Decoded TFDS example -> {'image', 'caption'[, 'labels']}; raises BadRecord if unusable.
+def _captions(value) -> tuple:
+    """The non-blank captions of a Text (str/bytes) or Sequence(Text) feature value, in order."""
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, (str, bytes)) else list(value)
+    texts = (v.decode('utf-8') if isinstance(v, bytes) else v for v in values)
+    return tuple(t for t in texts if isinstance(t, str) and t.strip())
 
-    The caption is the 'caption' or 'text' feature, else a prompt from a ClassLabel
-    'label' ("a photo of a <name>.") given its class names.
+
+class Standardize:
+    """Decoded TFDS example -> {'image', 'caption', 'captions'[, 'labels']}; raises BadRecord if unusable.
+
+    Features are read by name (data.image_feature / caption_feature / label_feature). The
+    caption feature is a Text or a Sequence of Text: 'captions' holds its non-blank captions
+    (training draws one, see TrainTransform) and 'caption' the first. A dataset without the
+    caption feature uses 'text', else a prompt from its ClassLabel ("a photo of a <name>.").
     """
 
-    def __init__(self, image_size: int, class_names=None, label_fn=None):
+    def __init__(self, image_size: int, class_names=None, label_fn=None, image_feature: str = 'image',
+                 caption_feature: str = 'caption', label_feature: str = 'label', with_captions: bool = True):
         self.image_size = image_size
         self.class_names = class_names
         self.label_fn = label_fn
+        self.image_feature, self.caption_feature, self.label_feature = image_feature, caption_feature, label_feature
+        self.with_captions = with_captions   # False (zero-shot-only splits): no caption read or required
 
     def __call__(self, example: dict) -> dict:
-        caption = example.get('caption', example.get('text'))
-        if caption is None and self.class_names is not None and 'label' in example:
-            caption = f'a photo of a {self.class_names[int(example["label"])]}.'
-        if isinstance(caption, bytes):
-            caption = caption.decode('utf-8')
-        if not isinstance(caption, str) or not caption.strip():
-            raise BadRecord('empty caption')
-        out = {'image': _to_rgb(np.asarray(example['image']), self.image_size), 'caption': caption}
+        captions = ()
+        if self.with_captions:
+            captions = _captions(example.get(self.caption_feature, example.get('text')))
+            if not captions and self.class_names is not None and self.label_feature in example:
+                captions = (f'a photo of a {self.class_names[int(example[self.label_feature])]}.',)
+            if not captions:
+                raise BadRecord('empty caption')
+        if self.image_feature not in example:
+            raise BadRecord('no image', f'no feature {self.image_feature!r} (data.image_feature)')
+        out = {'image': _to_rgb(np.asarray(example[self.image_feature]), self.image_size),
+               'caption': captions[0] if captions else '', 'captions': captions}
         if self.label_fn is not None:
             out['labels'] = self.label_fn(example)
         return out
@@ -148,7 +166,8 @@ class SafeSource:
 
 
 class TrainTransform(grain.RandomMapTransform):
-    """Random flip (image + caption) if enabled, then tokenise with `tok`; image stays uint8."""
+    """One caption drawn from the example's captions (if several), random flip (image +
+    caption) if enabled, then tokenise with `tok`; image stays uint8. All draws come from `rng`."""
 
     def __init__(self, flip: bool, max_len: int, tok: tokenizer.Tokenizer):
         self.flip = flip
@@ -157,17 +176,23 @@ class TrainTransform(grain.RandomMapTransform):
 
     def random_map(self, element, rng: np.random.Generator):
         image, caption = element['image'], element['caption']
+        captions = element.get('captions', ())
+        if len(captions) > 1:   # one of several captions (e.g. COCO's 5), drawn per position
+            caption = captions[int(rng.integers(len(captions)))]
         if self.flip:
             image, caption = augment.random_flip(image, caption, rng)
         return {'image': np.ascontiguousarray(image, np.uint8),
                 'text': tokenize(caption, self.max_len, self.tokenizer)}
 
 
-def _standardizer(data_cfg, with_labels: bool) -> Standardize:
+def standardizer(data_cfg, with_labels: bool, with_captions: bool = True) -> Standardize:
+    """The Standardize of `config.data` (feature names, class-name captions, task labels)."""
     tasks = datasets.zero_shot_tasks(data_cfg)
-    class_names = tasks.get('label') if data_cfg.name not in datasets.EMBEDDED else None
+    names = datasets.feature_names(data_cfg)
+    class_names = tasks.get(names['label']) if data_cfg.name not in datasets.EMBEDDED else None
     label_fn = datasets.task_labels_fn(data_cfg) if with_labels else None
-    return Standardize(data_cfg.image_size, class_names, label_fn)
+    return Standardize(data_cfg.image_size, class_names, label_fn, image_feature=names['image'],
+                       caption_feature=names['caption'], label_feature=names['label'], with_captions=with_captions)
 
 
 class GlobalOrder:
@@ -230,7 +255,7 @@ def train_order(config) -> GlobalOrder:
     """
     data_cfg = config.data
     source = SafeSource(datasets.data_source(data_cfg, data_cfg.train_split),
-                        _standardizer(data_cfg, with_labels=False))
+                        standardizer(data_cfg, with_labels=False))
     flip = bool(data_cfg.flip)
     if flip and not datasets.flip_safe(data_cfg):
         log.warning('data.flip skipped: the captions of %s are not flip-aware (only jaxclr_shapes is).',

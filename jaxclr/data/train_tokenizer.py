@@ -34,7 +34,7 @@ def read_captions(data_cfg, max_captions: int = 0, seed: int = 0) -> list[str]:
     """Cleaned captions of the train split; with max_captions > 0, those of a random subset
     of that many records (seeded). Unreadable records are skipped (and counted as in training)."""
     source = pipeline.SafeSource(datasets.data_source(data_cfg, data_cfg.train_split),
-                                 pipeline._standardizer(data_cfg, with_labels=False))
+                                 pipeline.standardizer(data_cfg, with_labels=False))
     indices = np.arange(len(source))
     if 0 < max_captions < len(indices):
         indices = np.sort(np.random.default_rng(seed).choice(indices, max_captions, replace=False))

@@ -25,7 +25,7 @@ import re
 
 import ml_collections
 
-from jaxclr.data import datasets, eval_stream, tokenizer
+from jaxclr.data import datasets, eval_stream, pipeline, tokenizer
 from jaxclr.evals import classnames, prompts
 
 # TFDS name (without config or version) -> (class names in label order, templates).
@@ -136,7 +136,7 @@ def zeroshot_split(entry: str, data_cfg) -> ZeroShotSplit:
     tasks = dataset_tasks(cfg, stem=entry.replace(":", "_"))
     if not tasks:
         raise ValueError(f"{dataset} has no ClassLabel 'label' feature to classify")
-    standardize = eval_stream.EvalStandardize(int(cfg.image_size), datasets.task_labels_fn(cfg), with_captions=False)
+    standardize = pipeline.standardizer(cfg, with_labels=True, with_captions=False)
     source = datasets.data_source(cfg, split)
     labels = tuple(t.label for t in tasks)
     return ZeroShotSplit(entry, eval_stream.RecordSplit(source, standardize, int(cfg.eval_examples), labels,
