@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) -m jaxclr.bench.loss_memory
 	$(PY) -m jaxclr.bench.loss_speed
 	$(PY) -m jaxclr.bench.micro_batches
+	$(PY) -m jaxclr.bench.input_pipeline
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxclr configs tests

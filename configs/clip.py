@@ -59,7 +59,8 @@ def get_config(arg="tiny"):
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.flip = True              # only datasets whose captions are flip-aware flip (jaxclr_shapes)
-    c.data.worker_count = 0
+    c.data.worker_count = 0         # grain processes decoding ahead (0: threads of the trainer)
+    c.data.prefetch = 8             # batches read ahead of the train step (0: each batch read when asked for)
     c.data.eval_examples = 2_000
     # Feature names of a dataset read by name (python -m jaxclr.data.prepare writes these):
     c.data.image_feature = "image"

@@ -49,7 +49,7 @@ RUN_INFO_FILE = "run_info.json"
 RESUMABLE_KEYS = (
     "train.stop_at", "train.micro_batches", "train.micro_unroll", "train.allow_config_change", "train.log_every",
     "train.profile_steps", "log.*",
-    "data.data_dir", "data.worker_count", "mesh.*", "loss.impl", "loss.block_size", "eval.*",
+    "data.data_dir", "data.worker_count", "data.prefetch", "mesh.*", "loss.impl", "loss.block_size", "eval.*",
     "checkpoint.*",
 )
 

@@ -257,6 +257,7 @@ def _data(r: _Report, training: bool) -> int | None:
               for key in ("num_train", "num_test")]   # a list: both are checked
     if training:
         r.number("data.worker_count", integer=True, low=0, hint="use 0 to read in the main process")
+        r.number("data.prefetch", integer=True, low=0, hint="use 0 to read each batch when it is needed")
     name = r.get("data.name")
     if name is _MISSING:
         return image_size

@@ -13,7 +13,7 @@ from jaxclr.data import augment, datasets, digits, eval_stream, pipeline, shapes
 def make_config(data_dir, **overrides):
     data = {'name': 'jaxclr_shapes', 'data_dir': str(data_dir), 'image_size': 32, 'num_train': 64,
             'num_test': 32, 'build_seed': 0, 'max_len': 80, 'train_split': 'train', 'eval_split': 'test',
-            'flip': True, 'worker_count': 0, 'eval_examples': 2000}
+            'flip': True, 'worker_count': 0, 'prefetch': 8, 'eval_examples': 2000}
     data.update(overrides)
     return ml_collections.ConfigDict({'seed': 0, 'data': data})
 

@@ -4,6 +4,8 @@ The batch of a step is a function of the step alone: the same whatever the split
 rows over processes, resumable from any step, a new permutation every epoch, bad records
 replaced deterministically.
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,22 @@ def test_worker_process_gives_same_batches(data_dir):
     inline = batches(cfg, 16, 2)
     cfg.data.worker_count = 1
     assert_batches_equal(batches(cfg, 16, 2), inline)
+
+
+def records_read_after_first_batch(cfg, global_batch=8):
+    pipeline.reset_bad_record_stats()
+    it = pipeline.train_batches(cfg, global_batch)
+    next(it)
+    deadline = time.monotonic() + 10   # reader threads fill the read-ahead buffer in the background
+    while time.monotonic() < deadline and cfg.data.prefetch and pipeline.bad_record_stats()['seen'] <= global_batch:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return pipeline.bad_record_stats()['seen']
+
+
+def test_prefetch_reads_that_many_batches_ahead(data_dir):
+    assert records_read_after_first_batch(make_config(data_dir, prefetch=0)) == 8   # read on demand only
+    assert 8 < records_read_after_first_batch(make_config(data_dir, prefetch=2)) <= 8 + 2 * 8 + 8
 
 
 def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):

@@ -76,7 +76,7 @@ def test_counts_must_be_positive(key):
 
 
 @pytest.mark.parametrize("key", ["eval.every", "train.stop_at", "optim.warmup_steps", "data.worker_count",
-                                 "train.micro_unroll"])
+                                 "data.prefetch", "train.micro_unroll"])
 def test_counts_must_not_be_negative(key):
     assert_one(tiny(**{key.replace(".", "__"): -1}), key, "-1 must be >= 0")
 

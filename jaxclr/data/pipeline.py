@@ -271,8 +271,8 @@ def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0
     rows: the sorted global batch rows this process reads (`parallel.process_rows`); None
     reads all of them (one process). Yields {'image': uint8 [len(rows), S, S, 3], 'text':
     int32 [len(rows), max_len]} with row i of the arrays = global row rows[i] (see
-    GlobalOrder). Reading runs ahead in data.worker_count processes (0: threads of this
-    process).
+    GlobalOrder). Reading runs data.prefetch batches ahead, in data.worker_count processes (0:
+    threads of this process).
     """
     data_cfg = config.data
     rows = np.arange(global_batch_size) if rows is None else np.asarray(rows, np.int64)
@@ -287,8 +287,13 @@ def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0
     # Decoding is Python (GIL-bound): grain's default of 16 reader threads per process only adds
     # contention (measured on 2 cores: 1,050 ex/s with 16 threads, 2,030 with 2); scale with
     # data.worker_count processes instead.
-    read = grain.ReadOptions(num_threads=min(4, os.cpu_count() or 1), prefetch_buffer_size=512)
+    # data.prefetch batches are read ahead: by threads of this process (0 = read on demand, in
+    # next()), and with workers also by each worker process.
+    prefetch = int(data_cfg.prefetch)
+    read = grain.ReadOptions(num_threads=min(4, os.cpu_count() or 1) if prefetch else 0,
+                             prefetch_buffer_size=prefetch * local)
     batches = examples.to_iter_dataset(read).batch(local, drop_remainder=True)
     if data_cfg.worker_count:
-        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(data_cfg.worker_count)))
+        batches = batches.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=int(data_cfg.worker_count), per_worker_buffer_size=max(1, prefetch)))
     return iter(batches)
