@@ -20,7 +20,7 @@ import numbers
 import jax
 import ml_collections
 
-from jaxclr import configlib, parallel
+from jaxclr import configlib, optim, parallel
 from jaxclr import step as step_lib
 from jaxclr.data import datasets, tokenizer
 from jaxclr.evals import runner
@@ -168,6 +168,10 @@ def _train(r: _Report, mesh: dict | None, num_processes: int) -> None:
     batch = r.number("train.batch_size", integer=True, low=1, hint="set the global batch, e.g. 64")
     micro = r.number("train.micro_batches", integer=True, low=1, hint="use 1 to embed the whole batch at once")
     r.number("train.micro_unroll", integer=True, low=0, hint="use 0 to unroll the GradCache loops fully")
+    source = r.get("train.init_from", "")
+    if not isinstance(source, str):   # whether it names a checkpoint is checked on a fresh start (jaxclr.init_from)
+        r.add("train.init_from", f"{source!r} is not a path; use a run directory, RUN/checkpoints or "
+              "RUN/checkpoints/<step>, or '' to start from scratch")
     if batch is not None and num_processes > 1 and batch % num_processes:
         r.add("train.batch_size", f"{batch} is not divisible by the {num_processes} processes (each reads an equal "
               f"share); use a multiple of {num_processes}, e.g. {_multiples(batch, num_processes)}")
@@ -315,6 +319,14 @@ def _model(r: _Report, image_size: int | None) -> None:
     if text_width is not None and text_patch is not None and text_width % text_patch:
         r.add("model.text.patch_size", f"{text_patch} does not divide model.text.width {text_width}; use a divisor "
               f"of {text_width}, e.g. {_divisors(text_width, text_patch)}")
+    freeze = r.get("model.freeze", "")
+    if freeze not in optim.FREEZE:
+        r.add("model.freeze", f"unknown tower {freeze!r}{_closest(freeze, optim.FREEZE[1:])}; use 'image' or 'text' "
+              "to freeze that tower (LiT), or '' to train both")
+    learn_scale = r.get("model.learn_scale", True)
+    if not isinstance(learn_scale, bool):
+        r.add("model.learn_scale", f"{learn_scale!r} is not True or False; use False for a fixed logit scale "
+              "(model.init_scale)")
     init = r.number("model.init_scale", low=0, low_open=True, hint="set the initial logit scale, e.g. 1/0.07")
     top = r.number("model.max_scale", low=0, low_open=True, hint="set the largest logit scale, e.g. 100")
     if init is not None and top is not None and init > top:
