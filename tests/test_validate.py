@@ -174,6 +174,20 @@ def test_init_scale_must_be_positive_and_at_most_max_scale():
     assert_one(tiny(model__max_scale=-1.0), "model.max_scale", "must be > 0")
 
 
+def test_freeze_names_a_tower_and_learn_scale_is_a_bool():
+    assert_one(tiny(model__freeze="imgae"), "model.freeze", "unknown tower 'imgae' (did you mean 'image'?)",
+               "use 'image' or 'text'")
+    assert_one(tiny(type_safe=False, model__learn_scale="no"), "model.learn_scale", "'no' is not True or False")
+    for freeze in ("", "image", "text"):
+        assert validate.problems(tiny(model__freeze=freeze, model__learn_scale=False), 8) == []
+
+
+def test_init_from_must_be_a_path():
+    assert_one(tiny(type_safe=False, train__init_from=3), "train.init_from", "3 is not a path", "RUN/checkpoints")
+    # Whether it names a checkpoint is checked by the trainer on a fresh start only (tests/test_finetune.py).
+    assert validate.problems(tiny(train__init_from="/no/such/run"), 8) == []
+
+
 def test_vocab_must_cover_the_byte_tokenizer():
     assert_one(tiny(model__text__vocab_size=100), "model.text.vocab_size", "must be >= 259", "byte tokenizer")
 
