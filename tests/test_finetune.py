@@ -20,8 +20,10 @@ from tests.test_train import tiny_run_config
 
 
 def small_config(preset="configs/clip.py:tiny", **model):
-    """The tiny end-to-end model (width 32, one block per tower) with warmup off, so the first step updates."""
+    """The tiny end-to-end model (width 32, one block per tower) without the conv stem (less to compile;
+    the towers' params are named alike) and with warmup off, so the first step updates."""
     config = tiny_run_config("")
+    config.model.image.stem = ()
     if preset != "configs/clip.py:tiny":   # the objective and logit keys of another config file
         other = configlib.load(preset)
         config.loss = other.loss
@@ -110,7 +112,6 @@ def test_frozen_params_have_no_optimiser_state(freeze, learn_scale, preset):
 
 def test_frozen_leaves_get_exactly_zero_gradients():
     config = small_config(freeze="text")
-    config.model.image.stem = ()   # a smaller graph to compile; the towers' roles are the same
     model = TwoTower(config.model, 32, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     rng = np.random.default_rng(0)
@@ -120,17 +121,18 @@ def test_frozen_leaves_get_exactly_zero_gradients():
     mask = optim.trainable_mask(params, "text")
 
     @jax.jit
-    def both(params):   # the gradients without and with the mask, in one compilation
-        return [step_lib.loss_and_grads(graphdef, params, batch, key, config.loss, trainable=t)[2]
-                for t in (None, mask)]
+    def gradients(params):   # without the mask, with it, and with it under GradCache (2 micro-batches)
+        return [step_lib.loss_and_grads(graphdef, params, batch, key, config.loss, micro, trainable=t)[2]
+                for t, micro in ((None, 1), (mask, 1), (mask, 2))]
 
-    full, grads = map(host, both(params))
-    for name, g in grads.items():
-        if part(name) == "text":
-            assert not g.any(), name
-        else:
-            np.testing.assert_allclose(g, full[name], rtol=1e-4, atol=1e-6, err_msg=name)   # fusion order
-    assert any(full[name].any() for name in full if part(name) == "text")   # the stop is what zeroes them
+    full, *masked = map(host, gradients(params))
+    for grads in masked:
+        for name, g in grads.items():
+            if part(name) == "text":
+                assert not g.any(), name
+            else:
+                np.testing.assert_allclose(g, full[name], rtol=1e-4, atol=1e-6, err_msg=name)   # fusion order
+    assert all(full[name].any() for name in full if part(name) == "text")   # the stop is what zeroes them
 
 
 # ------------------------------------------------------------------ real train steps
@@ -153,22 +155,25 @@ def test_frozen_tower_and_fixed_scale_are_bit_identical_after_train_steps(freeze
 
 # ------------------------------------------------------------------ init_from
 
-def saved_run(tmp_path, steps=(3, 7)):
-    """A run directory with checkpoints at `steps`; step k's params are the seed-1 init plus k / 4
-    (its optimiser state is unlike the target's: no freeze, so Adam's moments cover every param)."""
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """(run directory, {step: params}) with checkpoints at steps 3, 5 and 7; step k's params are the
+    seed-1 init plus k / 4 (its optimiser state is unlike the targets': no freeze, so Adam's
+    moments cover every param)."""
     source = small_config()
     source.seed = 1
     mesh = one_device_mesh(source)
     saved = {}
     with jax.set_mesh(mesh):
         _, state = state_lib.create(source, mesh)
-        with Checkpointer(tmp_path / "src" / "checkpoints") as ckpt:
-            for step in steps:
+        run = tmp_path_factory.mktemp("src")
+        with Checkpointer(run / "checkpoints") as ckpt:
+            for step in (3, 5, 7):
                 shifted = {**state, "params": jax.tree.map(lambda x: x + step / 4, state["params"]),
                            "step": jnp.int32(step)}
                 saved[step] = host(shifted["params"])
                 ckpt.save(step, shifted, force=True)
-    return tmp_path / "src", saved
+    return run, saved
 
 
 def init(config, path):
@@ -181,8 +186,8 @@ def init(config, path):
 
 
 @pytest.mark.parametrize("where, step", [("", 7), ("checkpoints", 7), ("checkpoints/3", 3)])
-def test_init_from_loads_exactly_the_saved_params(tmp_path, where, step):
-    run, saved = saved_run(tmp_path)
+def test_init_from_loads_exactly_the_saved_params(source_run, where, step):
+    run, saved = source_run
     config = small_config(freeze="image")   # another optimiser structure than the source's: params only are read
     state, got_step, fresh = init(config, run / where if where else run)
     assert got_step == step
@@ -197,16 +202,16 @@ def test_init_from_loads_exactly_the_saved_params(tmp_path, where, step):
     np.testing.assert_array_equal(state["rng"], fresh["rng"])
 
 
-def test_init_from_with_fixed_scale_keeps_the_configured_scale(tmp_path):
-    run, saved = saved_run(tmp_path, steps=(5,))
-    state, _, _ = init(small_config(learn_scale=False, init_scale=3.0), run)
+def test_init_from_with_fixed_scale_keeps_the_configured_scale(source_run):
+    run, saved = source_run
+    state, _, _ = init(small_config(learn_scale=False, init_scale=3.0), run / "checkpoints" / "5")
     params = host(state["params"])
     assert params["logit/log_scale"] == np.float32(math.log(3.0)) != saved[5]["logit/log_scale"]
     np.testing.assert_array_equal(params["text_proj/kernel"], saved[5]["text_proj/kernel"])
 
 
-def test_mismatched_shapes_are_one_line_naming_the_first_param(tmp_path):
-    run, _ = saved_run(tmp_path, steps=(2,))
+def test_mismatched_shapes_are_one_line_naming_the_first_param(source_run):
+    run, _ = source_run
     config = small_config(embed_dim=48)
     mesh = one_device_mesh(config)
     with jax.set_mesh(mesh), pytest.raises(init_from.InitFromError) as error:
@@ -237,17 +242,19 @@ def test_finetune_keys_do_not_change_on_resume():
 
 
 @pytest.mark.slow
-def test_fine_tune_resumes_from_its_own_checkpoints_and_ignores_init_from(data_dir, tmp_path, capsys):
+def test_fine_tune_resumes_from_its_own_checkpoints_and_ignores_init_from(source_run, data_dir, tmp_path, capsys):
     """A LiT fine-tune (frozen image tower) from a saved run stops at step 1; the source is then
     deleted and the same command resumes from the fine-tune's own checkpoint to the end."""
-    run, saved = saved_run(tmp_path, steps=(5,))
-    config = tiny_run_config(data_dir)
-    config.model.freeze = "image"
+    source, saved = source_run
+    run = tmp_path / "src"
+    shutil.copytree(source, run)
+    config = small_config(freeze="image")
+    config.data.data_dir = data_dir
     config.train.update(init_from=str(run), total_steps=2, stop_at=1, log_every=1)
     config.eval.update(every=0, evaluators=("retrieval",))
     workdir = str(tmp_path / "ft")
     assert train.train(config, workdir) == {}
-    assert f"initialised the params from {run}/checkpoints/5" in capsys.readouterr().out
+    assert f"initialised the params from {run}/checkpoints/7" in capsys.readouterr().out
     shutil.rmtree(run)                      # init_from now names nothing: a resume must not look at it
     config.train.stop_at = 0
     train.train(config, workdir)
@@ -259,7 +266,7 @@ def test_fine_tune_resumes_from_its_own_checkpoints_and_ignores_init_from(data_d
         final = ckpt.restore(setup.abstract, step=2)
     assert int(final["step"]) == 2
     params = host(final["params"])
-    for name, value in saved[5].items():   # the frozen tower is still the source's, bit for bit
+    for name, value in saved[7].items():   # the frozen tower is still the source's, bit for bit
         if part(name) == "image":
             np.testing.assert_array_equal(params[name], value, err_msg=name)
         else:
