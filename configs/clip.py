@@ -81,6 +81,8 @@ def get_config(arg="tiny"):
     c.model.max_scale = 100.0
     c.model.learn_bias = False
     c.model.init_bias = -10.0
+    c.model.learn_scale = True      # False: the logit scale (and bias) stay at init_scale (init_bias), no update
+    c.model.freeze = ""             # 'image' or 'text': that tower and its projection get no update (LiT); '' none
     # Memory at scale (both towers; never change the function, see jaxclr.models.layers):
     # s16/b16/l14 default to block remat + scan: without remat a b16 step at 256 per device is
     # estimated at ~100 GB (README, "Train-step memory at scale"); tiny needs neither.
@@ -120,6 +122,7 @@ def get_config(arg="tiny"):
     c.train.max_skips = 10          # 'skip': stop after this many skipped steps in a row
     c.train.profile_steps = ()      # (start, stop): jax.profiler trace of those steps in <workdir>/profile
     c.train.allow_config_change = False  # True: resume even though the config differs from the run's config.json
+    c.train.init_from = ""          # fine-tune from the params of RUN, RUN/checkpoints or RUN/checkpoints/<step>
 
     c.log = ml_collections.ConfigDict()
     c.log.wandb = False             # also log to Weights & Biases (extra [wandb]; WANDB_MODE=offline works)

@@ -64,12 +64,12 @@ class NoGoodCheckpoint(RuntimeError):
     """A run directory has checkpoints, but none of them restores."""
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
-def _all_processes_agree(ok: bool) -> bool:
+def all_processes_agree(ok: bool) -> bool:
     """True when `ok` holds on every process (one small all-gather when there are several)."""
     if jax.process_count() == 1:
         return ok
@@ -164,6 +164,25 @@ class Checkpointer:
         restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
         return restored[STATE_ITEM]
 
+    def restore_params(self, abstract_params: Any, step: int) -> Any:
+        """Only `state['params']` of checkpoint `step`, laid out like `abstract_params` (an orbax
+        partial restore: the optimiser state and the rest are not read, so they may have any
+        structure). Raises `CheckpointFormatError` for another format version."""
+        self.wait()
+        self.check_format(step)
+        item = {"params": abstract_params}
+        args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                      partial_restore=True)
+        return self._manager.restore(int(step), args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]["params"]
+
+    def state_metadata(self, step: int) -> Any:
+        """The saved state's tree at `step` with array metadata (`.shape`, `.dtype`) as leaves; reads no array."""
+        handler = ocp.PyTreeCheckpointHandler()
+        try:
+            return handler.metadata(epath.Path(self.directory) / str(int(step)) / STATE_ITEM).tree
+        finally:
+            handler.close()
+
     def restore_latest_good(self, abstract_state: Any, data_iter: Any = None) -> tuple[int | None, Any]:
         """(step, state) of the newest checkpoint that restores on every process.
 
@@ -181,9 +200,9 @@ class Checkpointer:
                 raise
             except Exception as e:  # noqa: BLE001 - any failure to read a step makes it a bad step
                 error = e
-            if _all_processes_agree(error is None):
+            if all_processes_agree(error is None):
                 return step, state
-            reason = _one_line(error) if error is not None else "it failed on another process"
+            reason = one_line(error) if error is not None else "it failed on another process"
             moved = self._move_aside(step)
             where = f"moved aside to {moved}" if moved else "skipped (read-only)"
             if jax.process_index() == 0:

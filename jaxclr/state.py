@@ -34,9 +34,15 @@ def _model(config, seed):
     return TwoTower(config.model, config.data.image_size, vocab_size=vocab_size, rngs=nnx.Rngs(seed))
 
 
+def frozen_parts(config) -> dict:
+    """{'freeze': model.freeze, 'learn_scale': model.learn_scale}: what `optim.trainable_mask` leaves out
+    (defaults for a run directory's config.json written before these keys existed)."""
+    return {"freeze": config.model.get("freeze", ""), "learn_scale": bool(config.model.get("learn_scale", True))}
+
+
 def setup(config, mesh):
     """(Setup, init_fn): everything about the state except its values."""
-    optimizer = optim.make(config.optim, config.train.total_steps)
+    optimizer = optim.make(config.optim, config.train.total_steps, **frozen_parts(config))
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: _model(config, 0)), nnx.Param)
 
     seed = int(config.seed)

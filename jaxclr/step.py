@@ -34,6 +34,7 @@ import optax
 from flax import nnx
 
 from jaxclr import optim, parallel
+from jaxclr import state as state_lib
 from jaxclr.losses import objective
 
 ON_NONFINITE = ("stop", "skip")     # the values of train.on_nonfinite
@@ -60,8 +61,20 @@ def merge_micro(x):
     return jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])
 
 
-def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh=None, unroll=1):
+def stop_frozen(params, trainable):
+    """`params` with `jax.lax.stop_gradient` on the leaves where the mask `trainable` is False
+    (None: every leaf trainable)."""
+    if trainable is None:
+        return params
+    return jax.tree.map(lambda on, p: p if on else jax.lax.stop_gradient(p), trainable, params)
+
+
+def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh=None, unroll=1, trainable=None):
     """Returns (total, {term: value}, grads) of the objective over the global batch.
+
+    `trainable` (a bool mask like `params`, from `optim.trainable_mask`; None: all) stops the
+    gradient at the frozen leaves: their gradients are exactly zero and XLA skips the backward
+    pass of a frozen tower.
 
     micro_batches = k > 1: GradCache (module docstring). Its two loops over the micro-batches
     (embed without gradients; recompute each micro-batch's forward and back-propagate its
@@ -76,12 +89,12 @@ def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh
     """
 
     def objective_of(p, zimg, ztxt):
-        model = nnx.merge(graphdef, p)
+        model = nnx.merge(graphdef, stop_frozen(p, trainable))
         return objective.evaluate(loss_cfg, zimg, ztxt, model.scale(), model.bias(), rng, mesh)
 
     if micro_batches == 1:
         def full(p):
-            zimg, ztxt = nnx.merge(graphdef, p)(batch["image"], batch["text"])
+            zimg, ztxt = nnx.merge(graphdef, stop_frozen(p, trainable))(batch["image"], batch["text"])
             return objective_of(p, zimg, ztxt)
 
         (total, terms), grads = jax.value_and_grad(full, has_aux=True)(params)
@@ -95,7 +108,7 @@ def loss_and_grads(graphdef, params, batch, rng, loss_cfg, micro_batches=1, mesh
     chunks = {name: split_micro(v, k) for name, v in batch.items()}
 
     def embed(p, chunk):
-        return nnx.merge(graphdef, p)(chunk["image"], chunk["text"])
+        return nnx.merge(graphdef, stop_frozen(p, trainable))(chunk["image"], chunk["text"])
 
     def forward(previous, chunk):   # the barrier orders the micro-batches: one at a time
         _, chunk = jax.lax.optimization_barrier((previous, chunk))
@@ -131,11 +144,15 @@ def make_train_step(config, setup, mesh):
     lr = optim.schedule(config.optim, config.train.total_steps)
     micro = int(config.train.micro_batches)
     unroll = int(config.train.micro_unroll)
+    frozen = state_lib.frozen_parts(config)
+    trainable = None if frozen == {"freeze": "", "learn_scale": True} else optim.trainable_mask(
+        setup.abstract["params"], **frozen)
 
     def train_step(state, batch):
         params, opt_state = state["params"], state["opt_state"]
         rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-        total, terms, grads = loss_and_grads(setup.graphdef, params, batch, rng, config.loss, micro, mesh, unroll)
+        total, terms, grads = loss_and_grads(setup.graphdef, params, batch, rng, config.loss, micro, mesh, unroll,
+                                             trainable)
         updates, new_opt_state = setup.optimizer.update(grads, opt_state, params)
         new_params = optim.project(optax.apply_updates(params, updates), config.model.max_scale)
 

@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxclr import configlib, finished, parallel, paths, runinfo, validate
+from jaxclr import configlib, finished, init_from, parallel, paths, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
@@ -59,6 +59,8 @@ def train(config, workdir: str) -> dict[str, float]:
     try:
         if resume_step is not None:   # another format stops here; a damaged step is dealt with below
             ckpt.check_format(resume_step, unreadable_ok=True)
+        # A fresh start with train.init_from: find its checkpoint now (a bad path stops here).
+        source = init_from.locate(config.train.init_from) if resume_step is None and config.train.init_from else None
         runinfo.check_and_record(config, workdir, resume_step or 0)
     except Exception:
         ckpt.close()
@@ -85,7 +87,15 @@ def train(config, workdir: str) -> dict[str, float]:
     if restored_step is not None:   # the newest step that restores; damaged newer ones are moved aside
         state = restored
         start = int(jax.device_get(state["step"]))
-        say(f"resumed from step {start}")
+        say(f"resumed from step {start}" + (" (train.init_from ignored on a resume)" if config.train.init_from else ""))
+    elif source is not None:   # fine-tuning: the source's params, a fresh optimiser state, step 0
+        try:
+            with jax.set_mesh(mesh):
+                state, source_step = init_from.initialize(config, setup, state, source)
+        except Exception:
+            ckpt.close()
+            raise
+        say(f"initialised the params from {source.directory}/{source_step} (train.init_from)")
     # The data of step t is a function of t alone (pipeline.GlobalOrder): resuming needs no iterator state.
     train_iter = pipeline.train_batches(config, batch_size, rows, start_step=start)
 
@@ -199,7 +209,8 @@ def main(argv):
     start = time.time()
     try:
         results = train(config, flags.FLAGS.workdir)
-    except (runinfo.ConfigChanged, CheckpointFormatError, NoGoodCheckpoint, step_lib.NonFiniteLoss) as e:
+    except (runinfo.ConfigChanged, CheckpointFormatError, NoGoodCheckpoint, step_lib.NonFiniteLoss,
+            init_from.InitFromError) as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0 and results:   # empty: stopped early (stop_at, preemption) to resume later
         print(report_table(results, tasks.chance_class_names(config)))

@@ -13,111 +13,24 @@ device of the job (`jax.distributed` is started first, as the trainer does).
 """
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 
 import jax
 import ml_collections
 
-from jaxclr import configlib, parallel, profiler
+from jaxclr import configlib, optim, parallel, profiler
 from jaxclr import step as step_lib
+from jaxclr.config_report import MISSING as _MISSING
+from jaxclr.config_report import ConfigError  # noqa: F401 - part of this module's API
+from jaxclr.config_report import Report as _Report
+from jaxclr.config_report import closest as _closest
+from jaxclr.config_report import divisors as _divisors
+from jaxclr.config_report import multiples as _multiples
 from jaxclr.data import datasets, tokenizer
 from jaxclr.evals import runner, tasks
 from jaxclr.losses import IMPLS, engine, objective
 from jaxclr.models import layers, vit
-
-_MISSING = object()   # what `_Report.get` returns for a required key the config lacks (already reported)
-
-
-class ConfigError(ValueError):
-    """A config with problems; `problems` holds one `<key>: <problem>` line for each."""
-
-    def __init__(self, problems):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
-def _range_text(low, high, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '>='} {low}"
-    return f"{'<' if high_open else '<='} {high}"
-
-
-def _examples(values, around, n=3) -> str:
-    """'a, b or c': the n values closest to `around`, in order."""
-    picked = [str(v) for v in sorted(sorted(values, key=lambda v: (abs(v - around), v))[:n])]
-    return picked[0] if len(picked) == 1 else f"{', '.join(picked[:-1])} or {picked[-1]}"
-
-
-def _multiples(value: int, of: int) -> str:
-    """'96 or 104': the multiples of `of` next to `value`."""
-    below = value // of * of
-    return _examples([m for m in (below, below + of) if m > 0], value)
-
-
-def _divisors(n: int, around: int) -> str:
-    return _examples([d for d in range(1, n + 1) if n % d == 0], around)
-
-
-def _closest(name, known) -> str:
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Report:
-    """Reads config values by dotted key and collects the problems found."""
-
-    def __init__(self, config):
-        self.config = config
-        self.problems: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {' '.join(str(message).split())}")   # always one line
-
-    def get(self, key: str, default=_MISSING):
-        """The value at `key`; a missing key gives `default`, or is a problem when there is none."""
-        node = self.config
-        for part in key.split("."):
-            try:
-                node = node[part]
-            except (KeyError, TypeError, AttributeError):
-                if default is _MISSING:
-                    self.add(key, "missing from the config; add it (configs/clip.py sets every key)")
-                return default
-        return node
-
-    def number(self, key: str, *, integer=False, low=None, high=None, low_open=False, high_open=False,
-               hint="", default=_MISSING):
-        """The value at `key` if it is a (finite) number in range, else None with the problem recorded."""
-        value = self.get(key, default)
-        if value is _MISSING or (value is None and default is None):   # absent, or an optional None
-            return None
-        kind = numbers.Integral if integer else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-            self.add(key, f"{value!r} is not {'an integer' if integer else 'a finite number'}"
-                     + (f"; {hint}" if hint else ""))
-            return None
-        if ((low is not None and (value <= low if low_open else value < low))
-                or (high is not None and (value >= high if high_open else value > high))):
-            self.add(key, f"{value} must be {_range_text(low, high, low_open, high_open)}"
-                     + (f"; {hint}" if hint else ""))
-            return None
-        return value
-
-    def choice(self, key: str, known, what: str):
-        """The value at `key` if it is one of `known`, else None with the problem recorded."""
-        value = self.get(key)
-        if value is _MISSING:
-            return None
-        if value not in list(known):
-            self.add(key, f"unknown {what} {value!r}{_closest(value, known)}; use one of "
-                     f"{', '.join(map(repr, sorted(known)))}")
-            return None
-        return value
-
 
 # ------------------------------------------------------------------ sections
 
@@ -168,6 +81,10 @@ def _train(r: _Report, mesh: dict | None, num_processes: int) -> None:
     batch = r.number("train.batch_size", integer=True, low=1, hint="set the global batch, e.g. 64")
     micro = r.number("train.micro_batches", integer=True, low=1, hint="use 1 to embed the whole batch at once")
     r.number("train.micro_unroll", integer=True, low=0, hint="use 0 to unroll the GradCache loops fully")
+    source = r.get("train.init_from", "")
+    if not isinstance(source, str):   # whether it names a checkpoint is checked on a fresh start (jaxclr.init_from)
+        r.add("train.init_from", f"{source!r} is not a path; use a run directory, RUN/checkpoints or "
+              "RUN/checkpoints/<step>, or '' to start from scratch")
     if batch is not None and num_processes > 1 and batch % num_processes:
         r.add("train.batch_size", f"{batch} is not divisible by the {num_processes} processes (each reads an equal "
               f"share); use a multiple of {num_processes}, e.g. {_multiples(batch, num_processes)}")
@@ -343,6 +260,14 @@ def _model(r: _Report, image_size: int | None) -> None:
     if text_width is not None and text_patch is not None and text_width % text_patch:
         r.add("model.text.patch_size", f"{text_patch} does not divide model.text.width {text_width}; use a divisor "
               f"of {text_width}, e.g. {_divisors(text_width, text_patch)}")
+    freeze = r.get("model.freeze", "")
+    if freeze not in optim.FREEZE:
+        r.add("model.freeze", f"unknown tower {freeze!r}{_closest(freeze, optim.FREEZE[1:])}; use 'image' or 'text' "
+              "to freeze that tower (LiT), or '' to train both")
+    learn_scale = r.get("model.learn_scale", True)
+    if not isinstance(learn_scale, bool):
+        r.add("model.learn_scale", f"{learn_scale!r} is not True or False; use False for a fixed logit scale "
+              "(model.init_scale)")
     init = r.number("model.init_scale", low=0, low_open=True, hint="set the initial logit scale, e.g. 1/0.07")
     top = r.number("model.max_scale", low=0, low_open=True, hint="set the largest logit scale, e.g. 100")
     if init is not None and top is not None and init > top:

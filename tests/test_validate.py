@@ -186,6 +186,20 @@ def test_tokenizer_keys(tmp_path):
     assert_one(tiny(False, data__lowercase="yes"), "data.lowercase", "is not True or False")
 
 
+def test_freeze_names_a_tower_and_learn_scale_is_a_bool():
+    assert_one(tiny(model__freeze="imgae"), "model.freeze", "unknown tower 'imgae' (did you mean 'image'?)",
+               "use 'image' or 'text'")
+    assert_one(tiny(type_safe=False, model__learn_scale="no"), "model.learn_scale", "'no' is not True or False")
+    for freeze in ("", "image", "text"):
+        assert validate.problems(tiny(model__freeze=freeze, model__learn_scale=False), 8) == []
+
+
+def test_init_from_must_be_a_path():
+    assert_one(tiny(type_safe=False, train__init_from=3), "train.init_from", "3 is not a path", "RUN/checkpoints")
+    # Whether it names a checkpoint is checked by the trainer on a fresh start only (tests/test_finetune.py).
+    assert validate.problems(tiny(train__init_from="/no/such/run"), 8) == []
+
+
 # ------------------------------------------------------------------ data
 
 def test_max_len_needs_room_for_bos_and_eos():
