@@ -33,11 +33,15 @@ $(STAMP): setup.py
 train: $(STAMP)
 	$(PY) -m jaxclr.train --config=configs/default.py --workdir=$(WORKDIR) $(ARGS)
 
+# Two pytest-xdist workers, each test file on one of them (module fixtures are built once per file).
+# The suite is mostly XLA compiles, each on one core: two workers keep both cores of CI busy.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 test-fast: $(STAMP)   # the quick loop: every test not marked slow
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m jaxclr.bench.loss_memory

@@ -2,8 +2,10 @@
 
     python -m jaxclr.evaluate --workdir=runs/tiny                                # the run's saved config
     python -m jaxclr.evaluate --config=configs/clip.py:tiny --workdir=runs/tiny  # an explicit one
+    python -m jaxclr.evaluate --workdir=runs/tiny --config.eval.zeroshot_datasets='("cifar10",)'
 
-Without --config the run's saved config (`runinfo.load_saved_config`) is used. Reads
+Without --config the run's saved config (`runinfo.load_saved_config`) is used, with any
+`--config.KEY=VALUE` applied to it (typed like the field, unknown keys refused). Reads
 checkpoints read-only (safe next to a live training run), writes the results to the run's
 metric writers at the checkpoint's step under the train loop's names (`zeroshot/...`,
 `retrieval/...`, `geometry/...`), prints a table.
@@ -17,7 +19,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, paths, runinfo, validate
+from jaxclr import configlib, parallel, paths, runinfo, sweep_grid, validate
 from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 from jaxclr.data import datasets
@@ -76,6 +78,7 @@ def main(argv):
     try:
         if config is None:
             config = runinfo.load_saved_config(workdir, flags.FLAGS.step)
+            apply_overrides(config, SAVED_CONFIG_OVERRIDES)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
     validate.check_or_exit(config, training=False)   # one `error: <key>: ...` line per problem, exit code 2
@@ -89,7 +92,27 @@ def main(argv):
         print(report_table(results, tasks.chance_class_names(config)))
 
 
+SAVED_CONFIG_OVERRIDES: list[str] = []   # `--config.KEY=VALUE` for the saved config (no --config given)
+
+
+def apply_overrides(config, overrides) -> None:
+    """Sets each `--config.KEY=VALUE` on `config`, parsed as config_flags parses it for that field;
+    exits with one `error:` line per unknown key or bad value."""
+    problems = [m for m in (configlib.unknown_key_message(config, a[len("--config."):].split("=", 1)[0])
+                            for a in overrides) if m]
+    if problems:
+        configlib.exit_with_errors(problems)
+    try:
+        values = sweep_grid.check_overrides(config, list(overrides))
+    except sweep_grid.GridError as e:
+        configlib.exit_with_errors([str(e)])
+    config.update_from_flattened_dict({key: v.value for key, v in values.items()})
+
+
 if __name__ == "__main__":
+    if not any(a.startswith("--config=") for a in sys.argv):   # overrides of the run's saved config
+        SAVED_CONFIG_OVERRIDES[:] = [a for a in sys.argv[1:] if a.startswith("--config.")]
+        sys.argv = [a for a in sys.argv if not a.startswith("--config.")]
     configlib.check_overrides(sys.argv)
     define_flags()
     app.run(main)

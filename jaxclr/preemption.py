@@ -3,7 +3,8 @@
 Single process: `PreemptionWatch` installs handlers for SIGTERM and SIGINT that only set a
 flag; the loop checks it after every step (`requested(step)`), saves a checkpoint of that
 step and returns, so the run ends within one step plus the save. A second signal while
-that happens restores the previous handler and re-sends itself: the process exits at once.
+that happens restores the previous handler (the default one if the signal was ignored, as a
+shell's background job ignores SIGINT) and re-sends itself: the process exits at once.
 
 Several processes (`jax.distributed`): jaxlib's preemption notifier owns SIGTERM there, and
 the processes must agree on the step to stop at, so `requested(step)` asks JAX's preemption
@@ -47,8 +48,11 @@ class PreemptionWatch:
     def _handle(self, signum, frame):
         del frame
         if self.signal is not None:   # second signal: give up on the clean exit
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-            if signum == signal.SIGINT and self._previous.get(signum) in (None, signal.default_int_handler):
+            previous = self._previous.get(signum)
+            if previous in (None, signal.SIG_IGN):   # e.g. SIGINT of a job started with `&`: still end the run
+                previous = signal.SIG_DFL
+            signal.signal(signum, previous)
+            if signum == signal.SIGINT and previous is signal.default_int_handler:
                 raise KeyboardInterrupt
             os.kill(os.getpid(), signum)
             return

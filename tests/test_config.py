@@ -76,7 +76,7 @@ def test_overrides_check_the_default_config_or_need_one(capsys):
 
 def test_a_config_that_does_not_load_is_a_usage_error(capsys):
     assert exit_lines(capsys, ["prog", "--config=configs/clip.py:huge"]) == [
-        "error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of ['b16', 'l14', 's16', 'tiny']"]
+        "error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of ['b16', 'digits', 'l14', 's16', 'tiny']"]
     lines = exit_lines(capsys, ["prog", "--config=configs/nope.py", "--config.optim.lr=1"])
     assert lines == ["error: --config=configs/nope.py: config file 'configs/nope.py' does not exist"]
 
@@ -85,3 +85,18 @@ def test_unknown_loss_term_is_an_error():
     config = configlib.load("configs/clip.py:tiny")
     with pytest.raises(ValueError, match="known terms"):
         objective.active_terms(type(config.loss)({"terms": {"clipp": 1.0}}))
+
+
+def test_evaluate_applies_overrides_to_the_saved_config(capsys):
+    from jaxclr import evaluate
+
+    config = configlib.load("configs/clip.py:tiny")
+    evaluate.apply_overrides(config, ['--config.eval.zeroshot_datasets=("cifar10", "my_pets:test")',
+                                      "--config.eval.batch_size=7", "--config.data.flip=False"])
+    assert config.eval.zeroshot_datasets == ("cifar10", "my_pets:test")
+    assert config.eval.batch_size == 7 and config.data.flip is False
+    for bad, message in (("--config.eval.batch_sise=7", "unknown config key; did you mean eval.batch_size"),
+                         ("--config.eval.batch_size=x", "not a valid int")):
+        with pytest.raises(SystemExit) as exit_:
+            evaluate.apply_overrides(config, [bad])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
