@@ -1,6 +1,6 @@
 """Input throughput of the train pipeline at 224 px from encoded JPEGs, for several grain worker counts.
 
-    python -m jaxclr.bench.input_pipeline [--workers 0,1,2] [--examples 512] [--batches 24]
+    python -m jaxclr.bench.input_pipeline [--workers 0,1,2] [--examples 512] [--batches 64]
 
 Builds once, in a temporary data dir, a caption dataset of `--examples` JPEG photos stored
 encoded (`jaxclr.data.prepare` with image_size 0: decoded, centre-cropped and resized to
@@ -63,7 +63,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--examples", type=int, default=512)
-    parser.add_argument("--batches", type=int, default=24)
+    parser.add_argument("--batches", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
