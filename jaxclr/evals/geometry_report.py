@@ -82,7 +82,9 @@ def negative_sample(u: np.ndarray, v: np.ndarray, count: int, seed: int = 0) -> 
         rng = np.random.default_rng(seed)
         i = rng.integers(0, n, size=count)
         j = (i + rng.integers(1, n, size=count)) % n       # uniform over j != i
-    return np.sum(u[i] * v[j], axis=1)
+    step = 8192   # pairs per chunk: keeps the gathered rows small when D is large
+    return np.concatenate([np.einsum("kd,kd->k", u[i[a:a + step]], v[j[a:a + step]])
+                           for a in range(0, len(i), step)] or [np.zeros(0)])
 
 
 def tolerance(z: np.ndarray, labels: np.ndarray) -> float:
@@ -107,15 +109,15 @@ def pca_2d(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     x = np.concatenate([np.asarray(u, np.float64), np.asarray(v, np.float64)])
     centred = x - x.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    eigval, eigvec = np.linalg.eigh(centred.T @ centred)   # D x D scatter matrix, ascending eigenvalues
+    order = np.argsort(eigval)[::-1][:2]
     comps = np.zeros((2, x.shape[1]))
-    k = min(2, vt.shape[0])
-    comps[:k] = vt[:k]
+    comps[:len(order)] = eigvec[:, order].T
     signs = np.sign(comps[np.arange(2), np.argmax(np.abs(comps), axis=1)])
     comps *= np.where(signs == 0, 1.0, signs)[:, None]
     var = np.zeros(2)
-    var[:k] = s[:k] ** 2
-    total = float(np.sum(s ** 2))
+    var[:len(order)] = np.maximum(eigval[order], 0.0)
+    total = float(np.sum(centred * centred))
     ratio = var / total if total > 0 else np.zeros(2)
     proj = centred @ comps.T
     return proj[:len(u)], proj[len(u):], ratio
