@@ -3,18 +3,22 @@
     python -m jaxclr.evaluate --workdir=runs/tiny                                # the run's saved config
     python -m jaxclr.evaluate --config=configs/clip.py:tiny --workdir=runs/tiny  # an explicit one
     python -m jaxclr.evaluate --workdir=runs/tiny --config.eval.zeroshot_datasets='("cifar10",)'
+    python -m jaxclr.evaluate --workdir=runs/tiny --geometry   # + DIR/geometry/step_<step>/ report
 
 Without --config the run's saved config (`runinfo.load_saved_config`) is used, with any
 `--config.KEY=VALUE` applied to it (typed like the field, unknown keys refused). Reads
 checkpoints read-only (safe next to a live training run), writes the results to the run's
 metric writers at the checkpoint's step under the train loop's names (`zeroshot/...`,
-`retrieval/...`, `geometry/...`), prints a table.
+`retrieval/...`, `geometry/...`), prints a table. `--geometry` also writes the geometry report
+(`jaxclr.evals.geometry_report`: geometry.json and two PNG figures) of the eval split's
+(image, first caption) pairs into `<workdir>/geometry/step_<step>/`, reusing the embeddings.
 """
 from __future__ import annotations
 
 import sys
 
 import jax
+import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -23,16 +27,18 @@ from jaxclr import configlib, parallel, paths, runinfo, sweep_grid, validate
 from jaxclr import state as state_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
 from jaxclr.data import datasets
-from jaxclr.evals import runner, tasks
+from jaxclr.evals import geometry_report, runner, tasks
+from jaxclr.evals.embed import embed_split
 from jaxclr.evals.report import report_table
 from jaxclr.metrics import MetricWriter
 
 
-def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[str, float]]:
+def evaluate(config, workdir: str, step: int | None = None, geometry: bool = False) -> tuple[int, dict[str, float]]:
     """Restores a checkpoint and runs every evaluator of config.eval; returns (step, results).
 
     `config=None` uses the run's saved config (at `step`, or the newest); `step=None` the latest
-    checkpoint. Metric files are appended to, never truncated.
+    checkpoint. Metric files are appended to, never truncated. `geometry=True` also writes the
+    geometry report (see the module docstring); the eval split is embedded once for both.
     """
     if config is None:
         config = runinfo.load_saved_config(workdir, step)
@@ -49,12 +55,40 @@ def evaluate(config, workdir: str, step: int | None = None) -> tuple[int, dict[s
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (python -m jaxclr.train)")
     datasets.ensure_prepared(config.data)
     embed_image, embed_text = state_lib.embed_fns(setup.graphdef, mesh).bind(state["params"])
-    results = runner.run_evals(config.eval, tasks.eval_set(config), tasks.tokenize_fn(config.data),
-                               embed_image, embed_text)
+    eval_set, tokenize = tasks.eval_set(config), tasks.tokenize_fn(config.data)
+    embeddings = None
+    if not geometry:
+        results = runner.run_evals(config.eval, eval_set, tokenize, embed_image, embed_text)
+    else:
+        embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize,
+                                 int(config.eval.get("batch_size", 256)))
+        results = {name: float(value) for ev in runner.build_evaluators(config.eval, eval_set, tokenize)
+                   for name, value in ev.run(embed_image, embed_text, embeddings)}
     with MetricWriter(workdir) as writer:
         writer.write_scalars(step, results)
     ckpt.close()
+    if embeddings is not None:
+        write_geometry_report(config, workdir, step, embeddings)
     return step, results
+
+
+class GeometryReportError(ValueError):
+    """The eval split cannot give a geometry report (the message says what to change)."""
+
+
+def write_geometry_report(config, workdir: str, step: int, embeddings) -> dict | None:
+    """The geometry report of the (image, first caption) pairs into `<workdir>/geometry/step_<step>/`
+    (process 0 writes; returns its json payload, None elsewhere). GeometryReportError without 2 such pairs."""
+    rows, first = np.unique(embeddings.text_image, return_index=True)
+    if len(rows) < 2:
+        raise GeometryReportError(f"--geometry: the eval split has {len(rows)} image(s) with a caption; the "
+                                  "report needs at least 2 (use an eval split with captions)")
+    if jax.process_index() != 0:
+        return None
+    labels = {task: values[rows] for task, values in embeddings.labels.items()}
+    return geometry_report.write_report(paths.resolve(workdir) / "geometry" / f"step_{step}",
+                                        embeddings.image[rows], embeddings.text[first], step=step, labels=labels,
+                                        max_points=config.eval.get("geometry_max_points", 8192))
 
 
 def define_flags(flag_values=flags.FLAGS, argv=None):
@@ -67,6 +101,8 @@ def define_flags(flag_values=flags.FLAGS, argv=None):
     flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, resolved config.",
                         flag_values=flag_values)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=flag_values)
+    flags.DEFINE_bool("geometry", False, "Also write the geometry report (json + PNG figures) into "
+                      "<workdir>/geometry/step_<step>/.", flag_values=flag_values)
 
 
 def main(argv):
@@ -84,12 +120,14 @@ def main(argv):
     validate.check_or_exit(config, training=False)   # one `error: <key>: ...` line per problem, exit code 2
     absl_logging.set_verbosity(absl_logging.WARNING)
     try:
-        step, results = evaluate(config, workdir, flags.FLAGS.step)
-    except (FileNotFoundError, CheckpointFormatError) as e:
+        step, results = evaluate(config, workdir, flags.FLAGS.step, geometry=flags.FLAGS.geometry)
+    except (FileNotFoundError, CheckpointFormatError, GeometryReportError) as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(f"checkpoint step {step}")
         print(report_table(results, tasks.chance_class_names(config)))
+        if flags.FLAGS.geometry:
+            print(f"geometry report: {paths.resolve(workdir) / 'geometry' / f'step_{step}'}")
 
 
 SAVED_CONFIG_OVERRIDES: list[str] = []   # `--config.KEY=VALUE` for the saved config (no --config given)

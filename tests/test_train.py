@@ -75,6 +75,23 @@ def test_standalone_evaluate_matches_final_eval(finished_run):
         np.testing.assert_allclose(again[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_evaluate_geometry_report_matches_the_geometry_evaluator(finished_run):
+    config, workdir, results = finished_run
+    step, again = evaluate.evaluate(config, workdir, geometry=True)
+    out = os.path.join(workdir, "geometry", f"step_{step}")
+    with open(os.path.join(out, "geometry.json")) as f:
+        report = json.load(f)
+    assert report["step"] == 24 and report["num_pairs"] == 64
+    for name, value in report["metrics"].items():
+        if name != "uniformity":   # the plane's y, not an evaluator metric
+            np.testing.assert_allclose(value, again[f"geometry/{name}"], rtol=1e-5, atol=1e-6, err_msg=name)
+    for name, value in results.items():   # the shared embeddings give the evaluators' usual numbers
+        np.testing.assert_allclose(again[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    for png in ("modality_gap.png", "cosine_histograms.png"):
+        with open(os.path.join(out, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_stopped_run_resumes_exactly(finished_run, tmp_path):
     config, workdir, _ = finished_run
     resumed = str(tmp_path / "resumed")
