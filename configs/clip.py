@@ -138,11 +138,16 @@ def get_config(arg="tiny"):
     c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
     c.eval.recall_ks = (1, 5, 10)
     c.eval.geometry_max_points = 8192
+    # Linear probe (add "linear_probe" to eval.evaluators): logistic regression with C = probe_c on the
+    # image embeddings of the first probe_examples train examples; metrics probe/<task>_top1.
+    c.eval.probe_examples = 1000
+    c.eval.probe_c = 1.0
     # Extra zero-shot tasks: TFDS datasets prepared in the data dir, 'name[:split]', e.g.
     # ("cifar10", "imagenet2012:validation"); metrics zeroshot/<name>_top1 (jaxclr.evals.tasks).
     c.eval.zeroshot_datasets = ()
     if arg == "digits":
-        c.data.name = "jaxclr_digits"   # 1,438 train / 359 test images; a mirrored digit is no digit: no flip
+        # 1,294 train / 144 validation / 359 test images; a mirrored digit is no digit: no flip
+        c.data.name = "jaxclr_digits"
         c.data.flip = False
         c.train.total_steps = 1_500
         c.eval.every = 500

@@ -193,7 +193,7 @@ def test_shape_masks_are_mirror_symmetric():
 def test_digits_builder(data_dir):
     cfg = make_config(data_dir, name='jaxclr_digits')
     train, test = all_examples(cfg, 'train'), all_examples(cfg, 'test')
-    assert (len(train), len(test)) == (1438, 359)
+    assert (len(train), len(test)) == (1294, 359)
     assert datasets.zero_shot_tasks(cfg.data) == {'digit': digits.DIGIT_NAMES}
     for x in test[:50]:
         label, caption = int(x['label']), x['caption'].decode()

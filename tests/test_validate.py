@@ -68,9 +68,14 @@ def test_defaults_to_the_jobs_devices_and_check_passes():
 @pytest.mark.parametrize("key", ["train.total_steps", "train.batch_size", "train.log_every", "checkpoint.every",
                                  "checkpoint.keep", "eval.batch_size", "train.micro_batches", "train.max_skips",
                                  "loss.block_size", "model.embed_dim", "model.image.depth", "model.text.depth",
-                                 "data.eval_examples", "data.num_train", "data.num_test"])
+                                 "data.eval_examples", "data.num_test"])
 def test_counts_must_be_positive(key):
     assert_one(tiny(**{key.replace(".", "__"): 0}), key, "0 must be >= 1")
+
+
+def test_num_train_leaves_a_train_and_a_validation_example():
+    assert_one(tiny(data__num_train=1), "data.num_train", "1 must be >= 2")
+    assert validate.problems(tiny(data__num_train=2), 8) == []
 
 
 @pytest.mark.parametrize("key", ["eval.every", "train.stop_at", "optim.warmup_steps", "data.worker_count",
@@ -369,7 +374,8 @@ def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
                          "eval.zeroshot_datasets", "'cifar10'", "not prepared in /nonexistent/tfds")
     assert "\n" not in message
     empty = str(tmp_path)   # embedded datasets are valid entries, and checking them builds nothing
-    assert_one(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)),
-               "eval.zeroshot_datasets", "'validation' is not a split of jaxclr_digits")
+    assert_one(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:dev",)),
+               "eval.zeroshot_datasets", "'dev' is not a split of jaxclr_digits")
+    assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)), 8) == []
     assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits",)), 8) == []
     assert list(tmp_path.iterdir()) == []
