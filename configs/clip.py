@@ -45,7 +45,7 @@ def get_config(arg="tiny"):
     c.data.name = "jaxclr_shapes"
     c.data.data_dir = ""            # '' -> $JAXCLR_DATA_DIR or ~/.cache/jaxclr/tensorflow_datasets
     c.data.image_size = 64 if tiny else 224
-    c.data.num_train = 50_000
+    c.data.num_train = 50_000       # jaxclr_shapes generates this many; the last tenth is its 'validation' split
     c.data.num_test = 2_000
     c.data.build_seed = 0
     # Tokens incl. BOS/EOS (the longest shapes caption is 73 bytes). One value shared with
@@ -57,7 +57,7 @@ def get_config(arg="tiny"):
     c.data.tokenizer_model = ""     # sentencepiece .model; '' -> <data dir>/<data.name>/tokenizer/sentencepiece.model
     c.data.lowercase = False        # lower-case captions and prompts (after NFKC + whitespace collapse)
     c.data.train_split = "train"
-    c.data.eval_split = "test"
+    c.data.eval_split = "test"      # embedded datasets: 'validation' (carved from train) to tune, 'test' to report
     c.data.flip = True              # only datasets whose captions are flip-aware flip (jaxclr_shapes)
     c.data.worker_count = 0         # grain processes decoding ahead (0: threads of the trainer)
     c.data.prefetch = 8             # batches read ahead of the train step (0: each batch read when asked for)
