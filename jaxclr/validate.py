@@ -170,8 +170,8 @@ def _data(r: _Report, training: bool) -> int | None:
         r.add("model.text.max_len", f"{text_len!r} differs from data.max_len {max_len}; set both to the same value")
     r.number("data.eval_examples", integer=True, low=1, hint="set the size of the eval set, e.g. 2000")
     image_size = r.number("data.image_size", integer=True, low=1, hint="set the image side in pixels, e.g. 224")
-    counts = [r.number(f"data.{key}", integer=True, low=low, hint="set the number of examples to generate, e.g. 2000")
-              for key, low in (("num_train", 2), ("num_test", 1))]   # a list: both are checked; 2: train + validation
+    counts = [r.number(f"data.{key}", integer=True, low=1, hint="set the number of examples to generate, e.g. 2000")
+              for key in ("num_train", "num_test")]   # a list: both are checked
     if training:
         r.number("data.worker_count", integer=True, low=0, hint="use 0 to read in the main process")
         r.number("data.prefetch", integer=True, low=0, hint="use 0 to read each batch when it is needed")

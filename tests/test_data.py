@@ -140,7 +140,7 @@ def test_shapes_builder_deterministic_and_seed_dependent(data_dir):
     a = all_examples(make_config(os.path.join(data_dir, 'det_a')), 'train')
     b = all_examples(make_config(os.path.join(data_dir, 'det_b')), 'train')
     c = all_examples(make_config(os.path.join(data_dir, 'det_a'), build_seed=1), 'train')
-    assert len(a) == len(b) == len(c) == 64 - shapes.validation_count(64)   # the last 6 are 'validation'
+    assert len(a) == len(b) == len(c) == 64
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
         for k in x:
@@ -155,7 +155,7 @@ def test_shapes_builder_deterministic_and_seed_dependent(data_dir):
 def test_shapes_examples_and_captions_are_true(data_dir):
     cfg = make_config(data_dir)
     examples = all_examples(cfg, 'train') + all_examples(cfg, 'validation') + all_examples(cfg, 'test')
-    assert len(examples) == 96
+    assert len(examples) == 64 + 6 + 32
     counts = np.bincount([int(x['num_objects']) for x in examples], minlength=3)
     assert counts[0] == 0 and counts[1] > 20 and counts[2] > 20
     for x in examples:

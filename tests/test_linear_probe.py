@@ -125,23 +125,24 @@ def test_probe_examples_sets_the_fit_set(data_dir):
     source = datasets.data_source(small_config(data_dir).data, "train")
     np.testing.assert_array_equal(got, np.stack([source[i]["image"] for i in range(20)]))
     more = tasks.eval_set(small_config(data_dir, evaluators=("linear_probe",), probe_examples=10_000)).probe_split
-    assert more.num_examples == 64 - 6   # capped at the train split (num_train less its validation tenth)
+    assert more.num_examples == 64   # capped at the train split
 
 
 # ------------------------------------------------------------------ validation split
 
-def test_shapes_validation_split_is_the_tail_of_the_generated_train_examples(data_dir, tmp_path):
+def test_shapes_validation_split_is_drawn_like_train_and_leaves_train_unchanged(data_dir, tmp_path):
     cfg = small_config(data_dir).data
     assert shapes.validation_count(64) == 6 and shapes.validation_count(5) == 1
     train, val = datasets.data_source(cfg, "train"), datasets.data_source(cfg, "validation")
-    assert (len(train), len(val), len(datasets.data_source(cfg, "test"))) == (58, 6, 32)
+    assert (len(train), len(val), len(datasets.data_source(cfg, "test"))) == (64, 6, 32)
     # TFDS stores examples in key-hash order: compare as sets of images
-    made = [shapes.make_example(np.random.default_rng([0, 0, index]), 32)["image"].tobytes() for index in range(64)]
+    made = lambda split_id, n: {shapes.make_example(np.random.default_rng([0, split_id, i]), 32)["image"].tobytes()
+                                for i in range(n)}
     images = lambda source: {source[i]["image"].tobytes() for i in range(len(source))}
-    assert images(train) == set(made[:58]) and images(val) == set(made[58:]) and len(set(made)) == 64
+    assert images(train) == made(0, 64)   # the train split of a build without validation
+    assert images(val) == made(2, 6) and not images(val) & images(train)
     cfg2 = small_config(str(tmp_path)).data   # a second build elsewhere: the same validation examples
-    again = datasets.data_source(cfg2, "validation")
-    assert images(again) == images(val)
+    assert images(datasets.data_source(cfg2, "validation")) == images(val)
 
 
 def test_digits_validation_split_is_a_fixed_tenth_of_train():

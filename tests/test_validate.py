@@ -68,14 +68,9 @@ def test_defaults_to_the_jobs_devices_and_check_passes():
 @pytest.mark.parametrize("key", ["train.total_steps", "train.batch_size", "train.log_every", "checkpoint.every",
                                  "checkpoint.keep", "eval.batch_size", "train.micro_batches", "train.max_skips",
                                  "loss.block_size", "model.embed_dim", "model.image.depth", "model.text.depth",
-                                 "data.eval_examples", "data.num_test"])
+                                 "data.eval_examples", "data.num_train", "data.num_test"])
 def test_counts_must_be_positive(key):
     assert_one(tiny(**{key.replace(".", "__"): 0}), key, "0 must be >= 1")
-
-
-def test_num_train_leaves_a_train_and_a_validation_example():
-    assert_one(tiny(data__num_train=1), "data.num_train", "1 must be >= 2")
-    assert validate.problems(tiny(data__num_train=2), 8) == []
 
 
 @pytest.mark.parametrize("key", ["eval.every", "train.stop_at", "optim.warmup_steps", "data.worker_count",

@@ -11,10 +11,10 @@ are swapped in the caption (see augment.py).
 Every example is generated from its own numpy Generator seeded by (build_seed, split,
 index), so the data does not depend on generation order.
 
-Splits: num_train examples are generated for training; the last VALIDATION_FRACTION of them
-(``validation_count(num_train)``, at least one) form the 'validation' split and the rest the
-'train' split, so tune on validation and report on 'test' (num_test examples of their own).
-The train examples are those of a build without a validation split, minus its tail. Images are rendered with numpy
+Splits: 'train' (num_train examples), 'validation' (``validation_count(num_train)`` =
+VALIDATION_FRACTION of num_train, at least one, generated like train examples from a split id
+of their own, so the train split is the same as before it existed) and 'test' (num_test):
+tune on validation, report on test. Images are rendered with numpy
 boolean masks and stored as zlib-compressed uint8 tensors (no TensorFlow or PIL needed).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ SIZES = ['small', 'medium', 'large']
 DROP_ATTRIBUTE = 1 / 3              # chance that a caption leaves out an object's size (or colour)
 _HALF_EXTENT = (0.08, 0.12, 0.17)   # object half-extent as a fraction of the image size
 _BOUND = 1.25                       # bounding radius / half-extent (square corners reach 1.2)
-_SPLIT_IDS = {'train': 0, 'test': 1}   # validation examples are generated as train examples
+_SPLIT_IDS = {'train': 0, 'test': 1, 'validation': 2}
 VALIDATION_FRACTION = 0.1
 TASKS = {'color': COLORS, 'shape': SHAPES}   # zero-shot tasks: name -> class names
 MAX_CAPTION_BYTES = 73   # longest caption ('there is a medium purple triangle to the left of a ...')
@@ -81,8 +81,6 @@ def shapes_config(image_size=64, num_train=50000, num_test=2000, build_seed=0) -
     """The ShapesConfig named like 'img64_tr50000_te2000_s0' (configs of any size coexist)."""
     if image_size < 32:
         raise ValueError(f'jaxclr_shapes needs image_size >= 32, got {image_size}')
-    if num_train < 2:
-        raise ValueError(f'jaxclr_shapes needs num_train >= 2 (train and validation examples), got {num_train}')
     return _config(int(image_size), int(num_train), int(num_test), int(build_seed))
 
 
@@ -206,8 +204,8 @@ class JaxclrShapes(tfds.core.GeneratorBasedBuilder):
 
     name = 'jaxclr_shapes'
     VERSION = tfds.core.Version('1.2.0')
-    RELEASE_NOTES: ClassVar[dict] = {'1.2.0': 'A validation split: the last tenth of the num_train generated '
-                                              'train examples.',
+    RELEASE_NOTES: ClassVar[dict] = {'1.2.0': 'A validation split of num_train / 10 more examples drawn like '
+                                              'the train ones (train unchanged).',
                                      '1.1.0': 'Captions leave out size and colour with probability 1/3 each.',
                                      '1.0.0': 'Initial release.'}
     BUILDER_CONFIGS: ClassVar[list] = [shapes_config()]
@@ -232,9 +230,8 @@ class JaxclrShapes(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing is downloaded
         cfg = self.builder_config
-        n_train = cfg.num_train - validation_count(cfg.num_train)
-        return {'train': self._generate_examples('train', range(n_train)),
-                'validation': self._generate_examples('train', range(n_train, cfg.num_train)),
+        return {'train': self._generate_examples('train', range(cfg.num_train)),
+                'validation': self._generate_examples('validation', range(validation_count(cfg.num_train))),
                 'test': self._generate_examples('test', range(cfg.num_test))}
 
     def _generate_examples(self, split: str, indices: range):
