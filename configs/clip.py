@@ -45,7 +45,7 @@ def get_config(arg="tiny"):
     c.data.name = "jaxclr_shapes"
     c.data.data_dir = ""            # '' -> $JAXCLR_DATA_DIR or ~/.cache/jaxclr/tensorflow_datasets
     c.data.image_size = 64 if tiny else 224
-    c.data.num_train = 50_000
+    c.data.num_train = 50_000       # jaxclr_shapes generates this many; the last tenth is its 'validation' split
     c.data.num_test = 2_000
     c.data.build_seed = 0
     # Tokens incl. BOS/EOS (the longest shapes caption is 73 bytes). One value shared with
@@ -57,7 +57,7 @@ def get_config(arg="tiny"):
     c.data.tokenizer_model = ""     # sentencepiece .model; '' -> <data dir>/<data.name>/tokenizer/sentencepiece.model
     c.data.lowercase = False        # lower-case captions and prompts (after NFKC + whitespace collapse)
     c.data.train_split = "train"
-    c.data.eval_split = "test"
+    c.data.eval_split = "test"      # embedded datasets: 'validation' (carved from train) to tune, 'test' to report
     c.data.flip = True              # only datasets whose captions are flip-aware flip (jaxclr_shapes)
     c.data.worker_count = 0         # grain processes decoding ahead (0: threads of the trainer)
     c.data.prefetch = 8             # batches read ahead of the train step (0: each batch read when asked for)
@@ -138,11 +138,16 @@ def get_config(arg="tiny"):
     c.eval.evaluators = ("zeroshot", "retrieval", "geometry")
     c.eval.recall_ks = (1, 5, 10)
     c.eval.geometry_max_points = 8192
+    # Linear probe (add "linear_probe" to eval.evaluators): logistic regression with C = probe_c on the
+    # image embeddings of the first probe_examples train examples; metrics probe/<task>_top1.
+    c.eval.probe_examples = 1000
+    c.eval.probe_c = 1.0
     # Extra zero-shot tasks: TFDS datasets prepared in the data dir, 'name[:split]', e.g.
     # ("cifar10", "imagenet2012:validation"); metrics zeroshot/<name>_top1 (jaxclr.evals.tasks).
     c.eval.zeroshot_datasets = ()
     if arg == "digits":
-        c.data.name = "jaxclr_digits"   # 1,438 train / 359 test images; a mirrored digit is no digit: no flip
+        # 1,294 train / 144 validation / 359 test images; a mirrored digit is no digit: no flip
+        c.data.name = "jaxclr_digits"
         c.data.flip = False
         c.train.total_steps = 1_500
         c.eval.every = 500

@@ -292,6 +292,9 @@ def _eval(r: _Report, training: bool) -> None:
         r.add("eval.recall_ks", f"{ks!r} is not a tuple of positive integers; use e.g. (1, 5, 10)")
     r.number("eval.geometry_max_points", integer=True, low=2, default=None,
              hint="cap the points of the uniformity terms, e.g. 8192, or use None for every point")
+    r.number("eval.probe_examples", integer=True, low=2,
+             hint="set the train examples the linear probe fits on, e.g. 1000")
+    r.number("eval.probe_c", low=0, low_open=True, hint="set the linear probe's inverse regularisation, e.g. 1.0")
     _zeroshot_datasets(r)
 
 

@@ -96,6 +96,8 @@ def keys_read(data_dir, tmp_path_factory):
     config.train.update(total_steps=2, log_every=1)
     config.checkpoint.every = 1
     config.eval.every = 1
+    config.eval.evaluators = (*config.eval.evaluators, "linear_probe")   # not in the presets: its keys are read here
+    config.eval.probe_examples = 16
     workdir = str(tmp_path_factory.mktemp("reads"))
     with recording(config, read):
         train.train(config, workdir)

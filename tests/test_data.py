@@ -154,8 +154,8 @@ def test_shapes_builder_deterministic_and_seed_dependent(data_dir):
 
 def test_shapes_examples_and_captions_are_true(data_dir):
     cfg = make_config(data_dir)
-    examples = all_examples(cfg, 'train') + all_examples(cfg, 'test')
-    assert len(examples) == 96
+    examples = all_examples(cfg, 'train') + all_examples(cfg, 'validation') + all_examples(cfg, 'test')
+    assert len(examples) == 64 + 6 + 32
     counts = np.bincount([int(x['num_objects']) for x in examples], minlength=3)
     assert counts[0] == 0 and counts[1] > 20 and counts[2] > 20
     for x in examples:
@@ -193,7 +193,7 @@ def test_shape_masks_are_mirror_symmetric():
 def test_digits_builder(data_dir):
     cfg = make_config(data_dir, name='jaxclr_digits')
     train, test = all_examples(cfg, 'train'), all_examples(cfg, 'test')
-    assert (len(train), len(test)) == (1438, 359)
+    assert (len(train), len(test)) == (1294, 359)
     assert datasets.zero_shot_tasks(cfg.data) == {'digit': digits.DIGIT_NAMES}
     for x in test[:50]:
         label, caption = int(x['label']), x['caption'].decode()

@@ -288,7 +288,8 @@ def test_unknown_nonfinite_policy():
 
 def test_unknown_evaluator():
     assert_one(tiny(eval__evaluators=("zeroshot", "retreival")), "eval.evaluators",
-               "unknown evaluator 'retreival' (did you mean 'retrieval'?)", "'geometry', 'retrieval', 'zeroshot'")
+               "unknown evaluator 'retreival' (did you mean 'retrieval'?)",
+               "'geometry', 'linear_probe', 'retrieval', 'zeroshot'")
     assert_one(tiny(type_safe=False, eval__evaluators="zeroshot"), "eval.evaluators", "is not a tuple")
 
 
@@ -300,6 +301,13 @@ def test_recall_ks_are_positive_integers(ks):
 def test_geometry_max_points():
     assert_one(tiny(eval__geometry_max_points=1), "eval.geometry_max_points", "must be >= 2")
     assert validate.problems(tiny(type_safe=False, eval__geometry_max_points=None), 8) == []
+
+
+def test_linear_probe_keys():
+    assert_one(tiny(eval__probe_examples=1), "eval.probe_examples", "1 must be >= 2")
+    assert_one(tiny(eval__probe_c=0.0), "eval.probe_c", "must be > 0")
+    assert validate.problems(tiny(eval__evaluators=("linear_probe",), eval__probe_examples=2, eval__probe_c=1e-3),
+                             8) == []
 
 
 def test_missing_key_is_named():
@@ -369,7 +377,8 @@ def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
                          "eval.zeroshot_datasets", "'cifar10'", "not prepared in /nonexistent/tfds")
     assert "\n" not in message
     empty = str(tmp_path)   # embedded datasets are valid entries, and checking them builds nothing
-    assert_one(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)),
-               "eval.zeroshot_datasets", "'validation' is not a split of jaxclr_digits")
+    assert_one(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:dev",)),
+               "eval.zeroshot_datasets", "'dev' is not a split of jaxclr_digits")
+    assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)), 8) == []
     assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits",)), 8) == []
     assert list(tmp_path.iterdir()) == []

@@ -3,8 +3,9 @@
 Wraps scikit-learn's bundled `load_digits` (1,797 scanned 8 x 8 digits, 0..16 grey
 levels; nothing downloaded), upsampled bilinearly to image_size, grey copied to RGB
 (white strokes on black), with a caption from a few templates ("a handwritten digit
-seven", "the number 7, written by hand", ...). A fixed permutation splits it 80/20 into
-train/test, so every build is identical.
+seven", "the number 7, written by hand", ...). A fixed permutation splits it: its first 20%
+is 'test' (359), the next tenth of the remaining 80% 'validation' (144), the rest 'train'
+(1,294), so every build is identical; tune on validation, report on test.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ CAPTION_TEMPLATES = (   # {word}: 'seven', {n}: 7; the zero-shot prompts are the
 )
 _SPLIT_SEED = 0
 _TEST_FRACTION = 0.2
+_VALIDATION_FRACTION = 0.1   # of the examples that are not test
 
 
 @dataclasses.dataclass(eq=False)
@@ -63,10 +65,12 @@ def upsample(grey: np.ndarray, size: int) -> np.ndarray:
 
 
 def split_indices(count: int) -> dict:
-    """Fixed 80/20 train/test split of range(count) (sorted indices per split)."""
+    """Fixed train/validation/test split of range(count) (module docstring; sorted indices per split)."""
     perm = np.random.default_rng(_SPLIT_SEED).permutation(count)
     n_test = round(count * _TEST_FRACTION)
-    return {'train': np.sort(perm[n_test:]), 'test': np.sort(perm[:n_test])}
+    n_val = round((count - n_test) * _VALIDATION_FRACTION)
+    return {'train': np.sort(perm[n_test + n_val:]), 'validation': np.sort(perm[n_test:n_test + n_val]),
+            'test': np.sort(perm[:n_test])}
 
 
 def caption(label: int, index: int) -> str:
@@ -81,11 +85,12 @@ def task_labels(example: dict) -> dict:
 
 
 class JaxclrDigits(tfds.core.GeneratorBasedBuilder):
-    """scikit-learn's handwritten digits, upsampled, with captions (train/test splits)."""
+    """scikit-learn's handwritten digits, upsampled, with captions (train/validation/test splits)."""
 
     name = 'jaxclr_digits'
-    VERSION = tfds.core.Version('1.0.0')
-    RELEASE_NOTES: ClassVar[dict] = {'1.0.0': 'Initial release.'}
+    VERSION = tfds.core.Version('1.1.0')
+    RELEASE_NOTES: ClassVar[dict] = {'1.1.0': 'A validation split: a tenth of the former train split.',
+                                     '1.0.0': 'Initial release.'}
     BUILDER_CONFIGS: ClassVar[list] = [digits_config(64)]
     code_path = None   # nothing downloaded: no checksums file (see shapes.JaxclrShapes)
 

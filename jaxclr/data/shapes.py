@@ -9,7 +9,12 @@ All shapes are mirror-symmetric, so a horizontal flip stays true once 'left' and
 are swapped in the caption (see augment.py).
 
 Every example is generated from its own numpy Generator seeded by (build_seed, split,
-index), so the data does not depend on generation order. Images are rendered with numpy
+index), so the data does not depend on generation order.
+
+Splits: 'train' (num_train examples), 'validation' (``validation_count(num_train)`` =
+VALIDATION_FRACTION of num_train, at least one, generated like train examples from a split id
+of their own, so the train split is the same as before it existed) and 'test' (num_test):
+tune on validation, report on test. Images are rendered with numpy
 boolean masks and stored as zlib-compressed uint8 tensors (no TensorFlow or PIL needed).
 """
 from __future__ import annotations
@@ -31,7 +36,8 @@ SIZES = ['small', 'medium', 'large']
 DROP_ATTRIBUTE = 1 / 3              # chance that a caption leaves out an object's size (or colour)
 _HALF_EXTENT = (0.08, 0.12, 0.17)   # object half-extent as a fraction of the image size
 _BOUND = 1.25                       # bounding radius / half-extent (square corners reach 1.2)
-_SPLIT_IDS = {'train': 0, 'test': 1}
+_SPLIT_IDS = {'train': 0, 'test': 1, 'validation': 2}
+VALIDATION_FRACTION = 0.1
 TASKS = {'color': COLORS, 'shape': SHAPES}   # zero-shot tasks: name -> class names
 MAX_CAPTION_BYTES = 73   # longest caption ('there is a medium purple triangle to the left of a ...')
 
@@ -84,6 +90,11 @@ def _config(image_size, num_train, num_test, build_seed) -> ShapesConfig:
     name = f'img{image_size}_tr{num_train}_te{num_test}_s{build_seed}'
     return ShapesConfig(name=name, image_size=image_size, num_train=num_train,
                         num_test=num_test, build_seed=build_seed)
+
+
+def validation_count(num_train: int) -> int:
+    """Examples of the validation split: VALIDATION_FRACTION of num_train, at least 1."""
+    return max(1, int(num_train * VALIDATION_FRACTION))
 
 
 @functools.lru_cache(maxsize=8)
@@ -189,11 +200,13 @@ def task_labels(example: dict) -> dict:
 
 
 class JaxclrShapes(tfds.core.GeneratorBasedBuilder):
-    """Rendered coloured shapes with natural-language captions (train/test splits)."""
+    """Rendered coloured shapes with natural-language captions (train/validation/test splits)."""
 
     name = 'jaxclr_shapes'
-    VERSION = tfds.core.Version('1.1.0')
-    RELEASE_NOTES: ClassVar[dict] = {'1.1.0': 'Captions leave out size and colour with probability 1/3 each.',
+    VERSION = tfds.core.Version('1.2.0')
+    RELEASE_NOTES: ClassVar[dict] = {'1.2.0': 'A validation split of num_train / 10 more examples drawn like '
+                                              'the train ones (train unchanged).',
+                                     '1.1.0': 'Captions leave out size and colour with probability 1/3 each.',
                                      '1.0.0': 'Initial release.'}
     BUILDER_CONFIGS: ClassVar[list] = [shapes_config()]
     # Nothing is downloaded, so there is no checksums file to locate; this also skips a tfds
@@ -217,11 +230,12 @@ class JaxclrShapes(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing is downloaded
         cfg = self.builder_config
-        return {'train': self._generate_examples('train', cfg.num_train),
-                'test': self._generate_examples('test', cfg.num_test)}
+        return {'train': self._generate_examples('train', range(cfg.num_train)),
+                'validation': self._generate_examples('validation', range(validation_count(cfg.num_train))),
+                'test': self._generate_examples('test', range(cfg.num_test))}
 
-    def _generate_examples(self, split: str, count: int):
+    def _generate_examples(self, split: str, indices: range):
         cfg = self.builder_config
-        for index in range(count):
+        for index in indices:
             rng = np.random.default_rng([cfg.build_seed, _SPLIT_IDS[split], index])
             yield index, make_example(rng, cfg.image_size)

@@ -11,7 +11,9 @@ read from ``eval_cfg``:
 - ``batch_size`` (rows per call of an embedding function, and per batch read), ``evaluators``
   (names, in order);
 - optional: ``recall_ks`` (default (1, 5, 10)), ``geometry_max_points`` (default 8192; caps the
-  pairs of the O(N^2) uniformity terms, None = all).
+  pairs of the O(N^2) uniformity terms, None = all), ``probe_c`` (default 1.0: the linear probe's
+  inverse regularisation strength; its fit examples, ``probe_examples``, are read by
+  ``tasks.eval_set``).
 
 Degenerate models get no score (REFERENCE.md, "Ties and non-finite scores"): in zero-shot and
 retrieval ranks, ties count against the model, and an evaluator whose embeddings are not all
@@ -23,6 +25,7 @@ import numpy as np
 
 from jaxclr.evals.embed import EmbedFn, EvalEmbeddings, embed_split
 from jaxclr.evals.geometry import geometry_metrics
+from jaxclr.evals.linear_probe import probe_metrics
 from jaxclr.evals.retrieval import recall_at_k
 from jaxclr.evals.tasks import EvalSet
 from jaxclr.evals.zeroshot import ZeroShotTally, class_embeddings, embed_in_chunks, zero_shot_accuracy
@@ -110,7 +113,26 @@ class GeometryEvaluator(Evaluator):
             yield f"geometry/{key}", value
 
 
-EVALUATORS = {cls.name: cls for cls in (ZeroShotEvaluator, RetrievalEvaluator, GeometryEvaluator)}
+class LinearProbeEvaluator(Evaluator):
+    """Linear-probe top-1 accuracy: 'probe/<task>_top1' for every zero-shot task of the eval split
+    with a labelled example (linear_probe.py): logistic regression with C = eval.probe_c, fit on
+    the image embeddings of ``eval_set.probe_split`` (the first eval.probe_examples train
+    examples, streamed at each run), scored on the eval split's."""
+    name = "linear_probe"
+
+    def run(self, embed_image, embed_text, embeddings=None):
+        if self.eval_set.probe_split is None:
+            raise ValueError("linear_probe: the eval set has no probe_split (tasks.eval_set builds one when "
+                             "'linear_probe' is in eval.evaluators)")
+        emb = self.embeddings(embed_image, embed_text, embeddings)
+        fit = embed_split(self.eval_set.probe_split, embed_image, None, None, self.batch_size)
+        names = {task.name: task.label for task in self.eval_set.tasks}
+        yield from probe_metrics(fit.image, fit.labels, emb.image, emb.labels, names,
+                                 c=float(self.cfg.get("probe_c", 1.0))).items()
+
+
+EVALUATORS = {cls.name: cls for cls in (ZeroShotEvaluator, RetrievalEvaluator, GeometryEvaluator,
+                                        LinearProbeEvaluator)}
 
 
 def build_evaluators(eval_cfg, eval_set: EvalSet, tokenize: Tokenize) -> list[Evaluator]:

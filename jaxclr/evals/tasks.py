@@ -11,6 +11,9 @@
   embedded one), read for images and labels only. Default split: 'test', else 'validation'.
   Metric names: ``zeroshot/<entry with ':' -> '_'>_top1`` (tasks other than 'label', as on the
   embedded datasets, append ``_<task>``). At most data.eval_examples images of each are used.
+- ``probe_split``: only when 'linear_probe' is in eval.evaluators (else None), the first
+  eval.probe_examples examples of data.train_split with the tasks' labels, no captions: the
+  linear probe's fit set.
 
 Class names and templates (``names_and_templates``): the shipped CLIP names and templates for
 the datasets in KNOWN (classnames.py, prompts.py), else the dataset's ClassLabel names with
@@ -60,6 +63,7 @@ class EvalSet:
     split: object
     tasks: tuple[ZeroShotTask, ...] = ()
     zeroshot: tuple[ZeroShotSplit, ...] = ()
+    probe_split: object = None
 
     def class_names(self) -> dict[str, tuple[str, ...]]:
         """Metric stem -> class names of every zero-shot task (for chance levels)."""
@@ -107,9 +111,9 @@ def dataset_tasks(data_cfg, stem: str | None = None) -> tuple[ZeroShotTask, ...]
 
 
 def splits_of(data_cfg) -> list[str]:
-    """The splits of dataset data_cfg.name (an embedded one: train and test, without building it)."""
+    """The splits of dataset data_cfg.name (an embedded one: train, validation and test, without building it)."""
     if data_cfg.name in datasets.EMBEDDED:
-        return ["train", "test"]
+        return ["train", "validation", "test"]
     return list(datasets.ensure_prepared(data_cfg).info.splits)
 
 
@@ -143,11 +147,23 @@ def zeroshot_split(entry: str, data_cfg) -> ZeroShotSplit:
                                                         name=f"{dataset}:{split}"), tasks)
 
 
+def probe_split(config) -> eval_stream.RecordSplit:
+    """The linear probe's fit set: the first eval.probe_examples examples of data.train_split,
+    read for images and the zero-shot tasks' labels."""
+    data_cfg = config.data
+    standardize = pipeline.standardizer(data_cfg, with_labels=True, with_captions=False)
+    source = datasets.data_source(data_cfg, data_cfg.train_split)
+    return eval_stream.RecordSplit(source, standardize, int(config.eval.probe_examples),
+                                   tuple(datasets.zero_shot_tasks(data_cfg)),
+                                   name=f"{data_cfg.name}:{data_cfg.train_split}")
+
+
 def eval_set(config) -> EvalSet:
     """The EvalSet of a run (module docstring)."""
     entries = tuple(config.eval.get("zeroshot_datasets", ()))
+    probe = probe_split(config) if "linear_probe" in tuple(config.eval.get("evaluators", ())) else None
     return EvalSet(split=eval_stream.eval_split(config), tasks=dataset_tasks(config.data),
-                   zeroshot=tuple(zeroshot_split(entry, config.data) for entry in entries))
+                   zeroshot=tuple(zeroshot_split(entry, config.data) for entry in entries), probe_split=probe)
 
 
 def tokenize_fn(data_cfg):
