@@ -278,3 +278,24 @@ def test_long_captions_are_truncated_and_counted(data_dir):
     assert long and pipeline.bad_record_stats()['truncated_captions'] == len(long)
     assert all(tokenizer.decode(t) == c[:22] for t, c in zip(text, captions))
     assert np.all(text[:, -1][[len(c) > 22 for c in captions]] == tokenizer.EOS)
+
+
+def test_a_first_build_that_loses_the_race_uses_the_winners_copy(tmp_path, monkeypatch):
+    """Two jobs building the same embedded dataset at once: the later rename fails with FileExistsError
+    (seen with 3 parallel runs); that job must use the finished copy, not crash."""
+    cfg = make_config(tmp_path).data
+    datasets.ensure_prepared(cfg)   # the winner's build
+    looked = []
+
+    def lost_race(self, **kwargs):   # the loser looked before the winner finished, built, and failed to rename
+        looked.append(True)
+        raise FileExistsError('Cannot rename incomplete.X_1.2.0: destination 1.2.0 already exists')
+
+    monkeypatch.setattr(shapes.JaxclrShapes, 'download_and_prepare', lost_race)
+    prepared = shapes.JaxclrShapes.is_prepared
+    monkeypatch.setattr(shapes.JaxclrShapes, 'is_prepared', lambda self: bool(looked) and prepared(self))
+    builder = datasets.ensure_prepared(cfg)
+    assert looked and len(builder.as_data_source('train')) == 64
+    monkeypatch.setattr(shapes.JaxclrShapes, 'is_prepared', lambda self: False)   # no copy after all: re-raised
+    with pytest.raises(FileExistsError):
+        datasets.ensure_prepared(cfg)

@@ -91,8 +91,13 @@ def ensure_prepared(data_cfg) -> tfds.core.DatasetBuilder:
         if not builder.is_prepared():
             log.info('Building %s/%s into %s (first use).', data_cfg.name,
                          builder.builder_config.name, data_dir)
-            builder.download_and_prepare(file_format='array_record',
-                                         download_config=tfds.download.DownloadConfig())
+            try:
+                builder.download_and_prepare(file_format='array_record',
+                                             download_config=tfds.download.DownloadConfig())
+            except FileExistsError:   # another job built the same copy first (its rename won): use it
+                if not builder.is_prepared():
+                    raise
+                log.info('%s was built by another job meanwhile; using that copy.', data_cfg.name)
         return builder
     if not builder.is_prepared():
         raise FileNotFoundError(
