@@ -57,13 +57,10 @@ def evaluate(config, workdir: str, step: int | None = None, geometry: bool = Fal
     embed_image, embed_text = state_lib.embed_fns(setup.graphdef, mesh).bind(state["params"])
     eval_set, tokenize = tasks.eval_set(config), tasks.tokenize_fn(config.data)
     embeddings = None
-    if not geometry:
-        results = runner.run_evals(config.eval, eval_set, tokenize, embed_image, embed_text)
-    else:
+    if geometry:   # embedded here, once, for the evaluators and the report
         embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize,
                                  int(config.eval.get("batch_size", 256)))
-        results = {name: float(value) for ev in runner.build_evaluators(config.eval, eval_set, tokenize)
-                   for name, value in ev.run(embed_image, embed_text, embeddings)}
+    results = runner.run_evals(config.eval, eval_set, tokenize, embed_image, embed_text, embeddings=embeddings)
     with MetricWriter(workdir) as writer:
         writer.write_scalars(step, results)
     ckpt.close()

@@ -145,16 +145,19 @@ def build_evaluators(eval_cfg, eval_set: EvalSet, tokenize: Tokenize) -> list[Ev
 
 
 def run_evals(eval_cfg, eval_set: EvalSet, tokenize: Tokenize, embed_image: EmbedFn, embed_text: EmbedFn,
-              evaluators: Sequence[Evaluator] | None = None) -> dict[str, float]:
+              evaluators: Sequence[Evaluator] | None = None, embeddings=None) -> dict[str, float]:
     """Streams the eval split once, runs every evaluator on its embeddings; returns ``{name: value}``.
 
     Pass ``evaluators`` (from ``build_evaluators``, e.g. built once before the train loop) to
-    skip building them again; they must have been built from the same ``eval_set``.
+    skip building them again; they must have been built from the same ``eval_set``. Pass
+    ``embeddings`` (``embed_split`` of ``eval_set.split``) when the caller needs them too.
     """
     if evaluators is None:
         evaluators = build_evaluators(eval_cfg, eval_set, tokenize)
     if not evaluators:
         return {}
-    embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize, int(eval_cfg.get("batch_size", 256)))
+    if embeddings is None:
+        embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize,
+                                 int(eval_cfg.get("batch_size", 256)))
     return {name: float(value) for evaluator in evaluators
             for name, value in evaluator.run(embed_image, embed_text, embeddings)}
