@@ -18,6 +18,7 @@ import ml_collections
 PRESETS = {
     "tiny": dict(patch=16, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
     "digits": dict(patch=16, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
+    "study": dict(patch=8, width=64, depth=2, heads=2, twidth=64, tdepth=2, theads=2, embed=64),
     "s16": dict(patch=16, width=384, depth=12, heads=6, twidth=384, tdepth=12, theads=6, embed=384),
     "b16": dict(patch=16, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
     "l14": dict(patch=14, width=1024, depth=24, heads=16, twidth=768, tdepth=12, theads=12, embed=768),
@@ -32,7 +33,7 @@ def get_config(arg="tiny"):
     if arg not in PRESETS:
         raise ValueError(f"unknown preset {arg!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[arg]
-    tiny = arg in ("tiny", "digits")   # CPU-sized
+    tiny = arg in ("tiny", "digits", "study")   # CPU-sized
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -72,7 +73,8 @@ def get_config(arg="tiny"):
     c.model.dtype = "float32" if tiny else "bfloat16"
     c.model.image = ml_collections.ConfigDict(dict(
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
-        pool="mean" if tiny else "tok", stem=(16, 32, 64, 128) if tiny else ()))
+        pool="mean" if tiny else "tok",
+        stem=(16, 32, 64) if arg == "study" else (16, 32, 64, 128) if tiny else ()))
     c.model.text = ml_collections.ConfigDict(dict(
         max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (3-seed study, README)
@@ -151,5 +153,17 @@ def get_config(arg="tiny"):
         c.data.flip = False
         c.train.total_steps = 1_500
         c.eval.every = 500
+    if arg == "study":
+        c.data.name = "jaxclr_digits"
+        c.data.flip = False
+        c.data.image_size = 32
+        c.train.batch_size = 128
+        c.train.total_steps = 500
+        c.optim.lr = 2e-3
+        c.optim.warmup_steps = 50
+        c.train.log_every = 50
+        c.eval.every = 500
+        c.checkpoint.every = 500
+        c.eval.evaluators = ("zeroshot", "retrieval", "geometry", "linear_probe")
     assert math.isclose(math.log(c.model.init_scale), 2.659260, abs_tol=1e-6)
     return c

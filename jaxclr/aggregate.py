@@ -59,11 +59,11 @@ def markdown(summary: dict[str, tuple[float, float, int]], digits: int = 3) -> s
     return "\n".join(lines)
 
 
-EVAL_PREFIXES = ("zeroshot", "retrieval", "geometry")
+EVAL_PREFIXES = ("zeroshot", "retrieval", "geometry", "probe")
 
 
 def is_eval_metric(name: str) -> bool:
-    """Whether `name` is an eval metric (zeroshot/..., retrieval/..., geometry/...)."""
+    """Whether `name` is an eval metric (zeroshot/..., retrieval/..., geometry/..., probe/...)."""
     return name.split("/")[0] in EVAL_PREFIXES
 
 

@@ -10,7 +10,7 @@ from jaxclr.losses import objective
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
-@pytest.mark.parametrize("preset", ["tiny", "s16", "b16", "l14"])
+@pytest.mark.parametrize("preset", ["tiny", "study", "s16", "b16", "l14"])
 def test_clip_presets_load(preset):
     config = configlib.load(f"configs/clip.py:{preset}")
     assert config.data.image_size % config.model.image.patch_size == 0
@@ -77,7 +77,7 @@ def test_overrides_check_the_default_config_or_need_one(capsys):
 def test_a_config_that_does_not_load_is_a_usage_error(capsys):
     assert exit_lines(capsys, ["prog", "--config=configs/clip.py:huge"]) == [
         "error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of "
-        "['b16', 'digits', 'l14', 's16', 'tiny']"]
+        "['b16', 'digits', 'l14', 's16', 'study', 'tiny']"]
     lines = exit_lines(capsys, ["prog", "--config=configs/nope.py", "--config.optim.lr=1"])
     assert lines == ["error: --config=configs/nope.py: config file 'configs/nope.py' does not exist"]
 

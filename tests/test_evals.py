@@ -318,6 +318,9 @@ def test_run_evals_embeds_once_and_names_metrics():
     assert out["geometry/alignment"] == pytest.approx(0.0, abs=1e-6)
     assert out["geometry/mean_positive_cosine"] == pytest.approx(1.0)
     assert out["geometry/relative_alignment"] == pytest.approx(-2.0)     # 0 - min distance 2 (orthogonal)
+    # tolerance: images sharing a digit (i % 3) are distinct one-hot vectors, cosine 0
+    assert out["geometry/tolerance_digit"] == pytest.approx(0.0, abs=1e-12)
+    assert "geometry/tolerance_color" not in out                          # no labelled colour
 
 
 @pytest.mark.parametrize("embedding", ["nan", "constant"])
@@ -340,6 +343,7 @@ def test_run_evals_gives_a_broken_model_no_score(embedding):
         assert (out[f"retrieval/{direction}_R@1"], out[f"retrieval/{direction}_R@5"]) == (0.0, 0.0)
         assert out[f"retrieval/{direction}_R@10"] == 1.0
     assert out["geometry/uniformity_img"] == pytest.approx(0.0, abs=1e-6)
+    assert out["geometry/tolerance_digit"] == pytest.approx(1.0)         # collapsed: maximal tolerance
 
 
 def test_evaluators_run_standalone_and_unknown_name_raises():

@@ -10,7 +10,7 @@ from jaxclr import configlib, train, validate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.py")))
-PRESETS = ("tiny", "digits", "s16", "b16", "l14")
+PRESETS = ("tiny", "digits", "study", "s16", "b16", "l14")
 
 
 def tiny(type_safe=True, **changes):

@@ -2,7 +2,8 @@
 
 Alignment and (cross-)uniformity are the objectives of ``jaxclr.losses`` evaluated on the eval
 set; the gap metrics (centroid distance, mean positive cosine, relative alignment) are defined
-in REFERENCE.md ("Gap metrics"). Inputs are L2-normalised ``zimg, ztxt`` [N, D], row i a pair.
+in REFERENCE.md ("Gap metrics"), tolerance in "Measures the studies use". Inputs are
+L2-normalised ``zimg, ztxt`` [N, D], row i a pair.
 """
 import jax
 import jax.numpy as jnp
@@ -87,3 +88,20 @@ def geometry_metrics(zimg: np.ndarray, ztxt: np.ndarray, max_points: int | None 
         "mean_positive_cosine": float(np.mean(np.sum(u64 * v64, axis=1))),
         "relative_alignment": relative_alignment(u, v, chunk_rows),
     }
+
+
+def tolerance(z: np.ndarray, labels: np.ndarray) -> float:
+    """Wang & Liu's tolerance: mean_{i != j, c_i = c_j} z_i.z_j over rows with label != -1.
+
+    NaN when no two rows share a class or when a kept row is not finite (REFERENCE.md).
+    """
+    z, labels = np.asarray(z, np.float64), np.asarray(labels)
+    keep = labels != -1
+    z, labels = z[keep], labels[keep]
+    total, pairs = 0.0, 0
+    for c in np.unique(labels):
+        zc = z[labels == c]
+        s = zc.sum(axis=0)
+        total += float(s @ s - np.sum(zc * zc))            # sum over ordered pairs i != j
+        pairs += len(zc) * (len(zc) - 1)
+    return total / pairs if pairs else float("nan")

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxclr import paths  # noqa: E402
-from jaxclr.evals.geometry import geometry_metrics  # noqa: E402
+from jaxclr.evals.geometry import geometry_metrics, tolerance  # noqa: E402
 
 FILES = ("geometry.json", "modality_gap.png", "cosine_histograms.png")
 _NAN = float("nan")
@@ -85,20 +85,6 @@ def negative_sample(u: np.ndarray, v: np.ndarray, count: int, seed: int = 0) -> 
     step = 8192   # pairs per chunk: keeps the gathered rows small when D is large
     return np.concatenate([np.einsum("kd,kd->k", u[i[a:a + step]], v[j[a:a + step]])
                            for a in range(0, len(i), step)] or [np.zeros(0)])
-
-
-def tolerance(z: np.ndarray, labels: np.ndarray) -> float:
-    """mean_{i != j, c_i = c_j} z_i.z_j over rows with label != -1 (NaN when no such pair)."""
-    z, labels = np.asarray(z, np.float64), np.asarray(labels)
-    keep = labels != -1
-    z, labels = z[keep], labels[keep]
-    total, pairs = 0.0, 0
-    for c in np.unique(labels):
-        zc = z[labels == c]
-        s = zc.sum(axis=0)
-        total += float(s @ s - np.sum(zc * zc))            # sum over ordered pairs i != j
-        pairs += len(zc) * (len(zc) - 1)
-    return total / pairs if pairs else _NAN
 
 
 def pca_2d(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from jaxclr.evals.embed import EmbedFn, EvalEmbeddings, embed_split
-from jaxclr.evals.geometry import geometry_metrics
+from jaxclr.evals.geometry import geometry_metrics, tolerance
 from jaxclr.evals.linear_probe import probe_metrics
 from jaxclr.evals.retrieval import recall_at_k
 from jaxclr.evals.tasks import EvalSet
@@ -102,7 +102,8 @@ class RetrievalEvaluator(Evaluator):
 
 class GeometryEvaluator(Evaluator):
     """Alignment, uniformity and modality-gap metrics of the eval set: 'geometry/alignment', ...
-    Pairs are (image, its first caption)."""
+    Pairs are (image, its first caption). Then 'geometry/tolerance_<task>' for every task of the
+    eval split with a labelled example: the image embeddings' tolerance (REFERENCE.md)."""
     name = "geometry"
 
     def run(self, embed_image, embed_text, embeddings=None):
@@ -111,6 +112,10 @@ class GeometryEvaluator(Evaluator):
         max_points = self.cfg.get("geometry_max_points", 8192)
         for key, value in geometry_metrics(emb.image[rows], emb.text[first], max_points=max_points).items():
             yield f"geometry/{key}", value
+        names = {task.label: task.name for task in self.eval_set.tasks}
+        for label in sorted(emb.labels):
+            if np.any(emb.labels[label] != -1):
+                yield f"geometry/tolerance_{names.get(label, label)}", tolerance(emb.image, emb.labels[label])
 
 
 class LinearProbeEvaluator(Evaluator):
