@@ -1,7 +1,15 @@
-"""CLIP (softmax InfoNCE) dual encoder; presets by arg: tiny (CPU default), digits, s16, b16, l14.
+"""CLIP (softmax InfoNCE) dual encoder; presets by arg: tiny (CPU default), digits, study, s16, b16, l14.
 
 digits: the tiny model on real handwritten digits (scikit-learn's, embedded as jaxclr_digits):
 1,500 steps, zero-shot with the captions' own templates (README, "Real digits").
+
+study: the model of experiments/ (each run <= 2 minutes on 2 CPU cores): digits at 32 px, a
+3-conv stem to a 4 x 4 grid, 2 blocks of width 64 per tower, 64-d embeddings, batch 128 x 500
+steps (~50 epochs of the 1,294 train digits), evals on the test split incl. a linear probe.
+Measured once on the validation split (144 digits) on an idle 2-core machine, 98 s wall with
+the dataset build: zero-shot digit top-1 0.951 (9.5x chance 0.1), linear probe 0.958, i2t
+Recall@1 0.13; alignment 1.05, uniformity -3.05 / -3.04. It learns the digit identity from
+the captions; experiments/*/README.md give its 3-seed test figures per study.
 
     python -m jaxclr.train --config=configs/clip.py:tiny --workdir=runs/tiny
     python -m jaxclr.train --config=configs/clip.py:b16 --config.train.batch_size=32768 ...
