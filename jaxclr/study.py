@@ -118,10 +118,10 @@ def correlation_verdict(x: np.ndarray, y: np.ndarray, expect: str) -> tuple[floa
         raise ValueError(f"unknown expect {expect!r}; use positive or negative")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         return math.nan, math.nan, "no verdict (NaN)"
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan, "no verdict (a constant column)"
     rho, p = stats.spearmanr(x, y)
     rho, p = float(rho), float(p)
-    if not math.isfinite(rho):
-        return rho, p, "no verdict (a constant column)"
     right = rho < 0 if expect == "negative" else rho > 0
     verdict = ("holds" if abs(rho) >= STRONG_RHO else "weak") if right else "does not hold"
     return rho, p, verdict
@@ -129,13 +129,14 @@ def correlation_verdict(x: np.ndarray, y: np.ndarray, expect: str) -> tuple[floa
 
 def _cell(x: np.ndarray, digits: int) -> str:
     mean, std = mean_std(x)
-    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+    return f"{mean:.{digits}f}" if len(x) == 1 else f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
 def render_table(study_dir, table: dict) -> list[str]:
     rows = read_rows(study_dir, table["sweep"])
     metrics, digits = table["metrics"], int(table.get("digits", 3))
-    lines = [f"**{table['title']}** (sweep `{table['sweep']}`; mean +- sample std over n runs)", "",
+    lines = [f"**{table['title']}** (sweep `{table['sweep']}`; mean +- sample std over n runs, the value when n = 1)",
+             "",
              "| setting | n | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
     for label, where in table["rows"].items():
         n = len(values(rows, metrics[0], where))
