@@ -82,7 +82,8 @@ def get_config(arg="tiny"):
     c.model.image = ml_collections.ConfigDict(dict(
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
         pool="mean" if tiny else "tok",
-        stem=(16, 32, 64) if arg == "study" else (16, 32, 64, 128) if tiny else ()))
+        stem=(16, 32, 64) if arg == "study" else (16, 32, 64, 128) if tiny else (),
+        stem_impl="conv"))   # 'conv' or 'matmul': the same function; matmul is faster in GradCache loops on CPU
     c.model.text = ml_collections.ConfigDict(dict(
         max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (3-seed study, README)

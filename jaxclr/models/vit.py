@@ -5,6 +5,12 @@ convolutions with GELU before patchifying, as in "Early Convolutions Help
 Transformers See Better" (Xiao et al., 2021). Tokens still cover
 ``patch_size`` input pixels; the stem gives them translation-equivariant local
 features, which small ViTs trained briefly need to tell shapes apart.
+
+``model.image.stem_impl`` picks how the stem convolutions run; both compute the same
+function with the same params: ``'conv'`` (XLA convolutions) or ``'matmul'`` (each 3x3
+stride-2 convolution as nine strided slices and one matmul, ``conv3x3_s2_matmul``). XLA:CPU
+runs convolutions inside a loop body (GradCache's micro-batch ``lax.scan``) far slower than
+matmuls (README, "GradCache cost").
 """
 from __future__ import annotations
 
@@ -16,8 +22,22 @@ from flax import nnx
 from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
 
 POOLS = ("tok", "mean")
+STEM_IMPLS = ("conv", "matmul")
 PIXEL_MEAN = 0.5  # per channel, after scaling pixels to [0, 1]
 PIXEL_STD = 0.5
+
+
+def conv3x3_s2_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """A 3x3 stride-2 'SAME' convolution as one matmul: x [B, H, W, C] (H, W even), kernel
+    [3, 3, C, O], bias [O] -> [B, H/2, W/2, O], equal to ``nnx.Conv(C, O, (3, 3), strides=2,
+    padding='SAME')``. For even sizes 'SAME' pads 0 before and 1 after each spatial axis."""
+    b, h, w, c = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"the matmul stem needs even spatial sizes, got {h} x {w}")
+    xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    taps = [xp[:, dy:dy + h:2, dx:dx + w:2, :] for dy in range(3) for dx in range(3)]
+    patches = jnp.concatenate(taps, axis=-1)                       # [B, H/2, W/2, 9C], (dy, dx, c) order
+    return jnp.dot(patches, kernel.reshape(9 * c, -1)) + bias
 
 
 def normalize_pixels(images: jax.Array) -> jax.Array:
@@ -56,6 +76,9 @@ class ViT(nnx.Module):
         self.reduce = 2 ** (len(channels) - 1)  # resolution lost in the stem
         if patch % self.reduce:
             raise ValueError(f"patch_size {patch} must be divisible by 2**len(model.image.stem) = {self.reduce}")
+        self.stem_impl = cfg_image.get("stem_impl", "conv")
+        if self.stem_impl not in STEM_IMPLS:
+            raise ValueError(f"model.image.stem_impl must be one of {STEM_IMPLS}, got {self.stem_impl!r}")
         self.stem = nnx.List([nnx.Conv(cin, cout, (3, 3), strides=2, padding="SAME", dtype=self.dtype,
                                        param_dtype=PARAM_DTYPE, rngs=rngs)
                               for cin, cout in zip(channels[:-1], channels[1:])])
@@ -76,7 +99,11 @@ class ViT(nnx.Module):
             raise ValueError(f"expected images [B, {self.image_size}, {self.image_size}, 3], got {images.shape}")
         x = normalize_pixels(images).astype(self.dtype)
         for conv in self.stem:
-            x = jax.nn.gelu(conv(x))
+            if self.stem_impl == "matmul":
+                y = conv3x3_s2_matmul(x, conv.kernel[...].astype(self.dtype), conv.bias[...].astype(self.dtype))
+            else:
+                y = conv(x)
+            x = jax.nn.gelu(y)
         p = self.patch_size // self.reduce
         x = einops.rearrange(x, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
         x = self.patch(x.astype(self.dtype))
