@@ -7,7 +7,7 @@ process, interleaved round by round, so the ratios to k = 1 compare like with li
 Memory is XLA's compiled per-device estimate (`memory_analysis().temp_size_in_bytes`, the
 scratch a step needs beyond its arguments and outputs).
 
-    python -m jaxclr.bench.micro_batches [--batches 256,512] [--ks 2,4,8] [--unrolls 1,0] [--repeats 5]
+    python -m jaxclr.bench.micro_batches [--batches 256,512] [--ks 2,4,8] [--unrolls 1] [--repeats 5]
         [--stem-impls conv,matmul]
 
 train.micro_unroll = u unrolls the two GradCache loops by u (0: fully); see jaxclr.step.
@@ -59,7 +59,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batches", default="256,512")
     p.add_argument("--ks", default="2,4,8", help="micro-batch counts besides k=1 (always run)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--unrolls", default="1,0", help="train.micro_unroll values (0: fully unrolled)")
+    p.add_argument("--unrolls", default="1", help="train.micro_unroll values (0: fully unrolled)")
     p.add_argument("--stem-impls", default="conv,matmul", help="model.image.stem_impl values")
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",") if int(k) > 1]
