@@ -22,6 +22,7 @@ setup(
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.8",
         "scikit-learn>=1.3",
+        "scipy>=1.11",   # jaxclr.study: Spearman rho of the studies' correlation claims
         "numpy>=1.26",
         "sentencepiece>=0.2",
     ],
