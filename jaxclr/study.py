@@ -187,7 +187,8 @@ def readme_block(study_dir) -> str | None:
     return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
 
 
-def write_readme(study_dir) -> None:
+def write_readme(study_dir) -> str:
+    """Replaces (or appends) the README's generated block; returns the block."""
     path = paths.resolve(study_dir) / "README.md"
     text, block = path.read_text(), render(study_dir)
     if BEGIN in text and END in text:
@@ -196,6 +197,7 @@ def write_readme(study_dir) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+    return block
 
 
 def collect(study_dir, runs_dir) -> None:
@@ -228,11 +230,11 @@ def main(argv=None) -> int:
             return 0
         if args.collect:
             collect(args.study_dir, args.collect)
-        write_readme(args.study_dir)
+        block = write_readme(args.study_dir)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {args.study_dir}: {e}", file=sys.stderr)
         return 2
-    print(render(args.study_dir))
+    print(block)
     return 0
 
 

@@ -3,13 +3,8 @@ on an 8-device FSDP mesh, and one compiles, without allocating or running anythi
 import glob
 import os
 
-import jax
-import jax.numpy as jnp
 import pytest
 
-from jaxclr import parallel
-from jaxclr import state as state_lib
-from jaxclr import step as step_lib
 from jaxclr.bench import step_memory
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
@@ -20,14 +15,8 @@ ARG = {"m2mix.py": "{},m3mix"}
 def lowered_step(path, preset):
     spec = f"{path}:{ARG.get(os.path.basename(path), '{}').format(preset)}"
     config = step_memory.bench_config(spec, devices=8, fsdp=8, per_device_batch=1, remat="block", scan=True)
-    mesh = parallel.make_mesh(config.mesh, jax.devices()[:8])
-    setup, _ = state_lib.setup(config, mesh)          # abstract: jax.eval_shape, nothing allocated
-    train_step = step_lib.make_train_step(config, setup, mesh)
-    n, size, length = int(config.train.batch_size), int(config.data.image_size), int(config.model.text.max_len)
-    sharding = parallel.batch_sharding(mesh)
-    batch = {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8, sharding=sharding),
-             "text": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
-    return train_step.lower(setup.abstract, batch)
+    train_step, args = step_memory.abstract_train_step(config, devices=8)   # nothing allocated
+    return train_step.lower(*args)
 
 
 @pytest.mark.parametrize("preset", LARGE)

@@ -74,9 +74,9 @@ def bench_config(spec: str, *, devices: int, fsdp: int, per_device_batch: int, m
     return config
 
 
-def step_memory(config, devices: int) -> dict:
-    """Compiles one train step of `config` on `devices` devices; per-device bytes by FIELDS, plus
-    'compile_s' (seconds to lower + compile)."""
+def abstract_train_step(config, devices: int):
+    """(jitted train step, its abstract (state, batch) arguments) of `config` on `devices` devices:
+    `train_step.lower(*args)` lowers it without allocating anything."""
     if jax.device_count() < devices:
         raise ValueError(f"{devices} devices asked for but JAX has {jax.device_count()}; set XLA_FLAGS="
                          f"{_FORCE}={devices} before JAX starts (python -m jaxclr.bench.step_memory does)")
@@ -89,8 +89,15 @@ def step_memory(config, devices: int) -> dict:
     sharding = parallel.batch_sharding(mesh)
     batch = {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8, sharding=sharding),
              "text": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
+    return train_step, (setup.abstract, batch)
+
+
+def step_memory(config, devices: int) -> dict:
+    """Compiles one train step of `config` on `devices` devices; per-device bytes by FIELDS, plus
+    'compile_s' (seconds to lower + compile)."""
+    train_step, args = abstract_train_step(config, devices)
     start = time.perf_counter()
-    compiled = train_step.lower(setup.abstract, batch).compile()
+    compiled = train_step.lower(*args).compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     out = {field: int(getattr(analysis, f"{field}_size_in_bytes")) for field in FIELDS}
