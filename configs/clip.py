@@ -83,7 +83,7 @@ def get_config(arg="tiny"):
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
         pool="mean" if tiny else "tok",
         stem=(16, 32, 64) if arg == "study" else (16, 32, 64, 128) if tiny else (),
-        stem_impl="conv"))   # 'conv' or 'matmul': the same function; matmul is faster in GradCache loops on CPU
+        stem_impl="auto"))   # 'conv' | 'matmul' (the same function) | 'auto': matmul for GradCache on CPU
     c.model.text = ml_collections.ConfigDict(dict(
         max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (3-seed study, README)
@@ -131,6 +131,7 @@ def get_config(arg="tiny"):
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
     c.train.on_nonfinite = "stop"   # non-finite loss/grads: update skipped; 'stop' (raise) or 'skip' (count, go on)
     c.train.max_skips = 10          # 'skip': stop after this many skipped steps in a row
+    c.train.malloc_mmap_threshold_kib = 128  # glibc: fixed mmap threshold, flat RSS over saves (0: glibc's own)
     c.train.profile_steps = ()      # (start, stop): jax.profiler trace of those steps in <workdir>/profile
     c.train.allow_config_change = False  # True: resume even though the config differs from the run's config.json
     c.train.init_from = ""          # fine-tune from the params of RUN, RUN/checkpoints or RUN/checkpoints/<step>

@@ -48,7 +48,7 @@ RUN_INFO_FILE = "run_info.json"
 # they change how a run is executed, logged, evaluated or checkpointed, not what it computes.
 RESUMABLE_KEYS = (
     "train.stop_at", "train.micro_batches", "train.micro_unroll", "train.allow_config_change", "train.log_every",
-    "train.profile_steps", "log.*",
+    "train.profile_steps", "train.malloc_mmap_threshold_kib", "log.*",
     "data.data_dir", "data.worker_count", "data.prefetch", "mesh.*", "loss.impl", "loss.block_size", "eval.*",
     "checkpoint.*",
 )

@@ -31,7 +31,8 @@ class Setup:
 def _model(config, seed):
     """The model of `config`; its token table has the rows of the data's tokenizer (`tokenizer.from_config`)."""
     vocab_size = tokenizer.from_config(config.data).vocab_size
-    return TwoTower(config.model, config.data.image_size, vocab_size=vocab_size, rngs=nnx.Rngs(seed))
+    return TwoTower(config.model, config.data.image_size, vocab_size=vocab_size, rngs=nnx.Rngs(seed),
+                    micro_batches=int(config.train.get("micro_batches", 1)))
 
 
 def frozen_parts(config) -> dict:

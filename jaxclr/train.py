@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxclr import configlib, finished, init_from, parallel, paths, runinfo, validate
+from jaxclr import configlib, finished, host_memory, init_from, parallel, paths, runinfo, validate
 from jaxclr import state as state_lib
 from jaxclr import step as step_lib
 from jaxclr.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
@@ -41,6 +41,7 @@ def say(message: str) -> None:
 def train(config, workdir: str) -> dict[str, float]:
     """Runs (or resumes) training; returns the final eval metrics."""
     validate.check(config)   # every problem of the config at once (ConfigError), before anything is built
+    host_memory.set_mmap_threshold(config.train.get("malloc_mmap_threshold_kib", 0))   # before the big buffers
     # ------------------------------------------------------------------ mesh
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)

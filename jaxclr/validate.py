@@ -19,7 +19,7 @@ import numbers
 import jax
 import ml_collections
 
-from jaxclr import configlib, optim, parallel, profiler
+from jaxclr import configlib, host_memory, optim, parallel, profiler
 from jaxclr import step as step_lib
 from jaxclr.config_report import MISSING as _MISSING
 from jaxclr.config_report import ConfigError  # noqa: F401 - part of this module's API
@@ -78,6 +78,8 @@ def _train(r: _Report, mesh: dict | None, num_processes: int) -> None:
     r.number("train.stop_at", integer=True, low=0, hint="use 0 to run to train.total_steps")
     r.choice("train.on_nonfinite", step_lib.ON_NONFINITE, "non-finite policy")
     r.number("train.max_skips", integer=True, low=1, hint="set how many skipped steps in a row stop the run, e.g. 10")
+    r.number("train.malloc_mmap_threshold_kib", integer=True, low=0, high=host_memory.MAX_KIB,
+             hint="use 128 (glibc's initial value, fixed), or 0 to leave malloc as it is")
     batch = r.number("train.batch_size", integer=True, low=1, hint="set the global batch, e.g. 64")
     micro = r.number("train.micro_batches", integer=True, low=1, hint="use 1 to embed the whole batch at once")
     r.number("train.micro_unroll", integer=True, low=0, hint="use 0 to unroll the GradCache loops fully")

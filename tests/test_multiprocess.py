@@ -6,9 +6,11 @@ losses agree to float32 rounding; a checkpoint written by the 2-process run resu
 process and continues with the same losses.
 
 When a process dies, the others exit non-zero within the peer timeout ($JAXCLR_PEER_TIMEOUT_S).
+A SIGTERM to one process (a preemption notice) stops both at the same step with one checkpoint.
 """
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -125,3 +127,46 @@ def test_when_a_process_dies_the_other_exits_nonzero_within_the_peer_timeout(vic
     assert procs[1 - victim].returncode != 0
     assert elapsed < timeout + 20, elapsed
     assert "another task died" in out, out[-2000:]
+
+
+PREEMPT_DRIVER = textwrap.dedent("""
+    from jaxclr import train
+    from tests.test_multiprocess import topology_config
+    config = topology_config({data_dir!r})
+    config.train.total_steps = 100_000   # far beyond the test: only the preemption ends it
+    config.checkpoint.every = 50_000
+    train.train(config, {workdir!r})
+""")
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(data_dir, tmp_path):
+    """JAX's preemption sync point: a SIGTERM to process 1 alone (a preemption notice) makes both
+    processes save one checkpoint of the same step and exit 0 within one step plus the save."""
+    from jaxclr.checkpoint import Checkpointer
+    workdir = str(tmp_path / "run")
+    procs = start_processes(PREEMPT_DRIVER.format(data_dir=data_dir, workdir=workdir))
+    try:
+        deadline = time.time() + 300
+        metrics_file = os.path.join(workdir, "metrics.jsonl")
+        while ((not os.path.exists(metrics_file) or len(losses(workdir)) < 3) and time.time() < deadline
+               and all(p.poll() is None for p in procs)):
+            time.sleep(0.5)
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+        procs[1].send_signal(signal.SIGTERM)
+        sent = time.time()
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        elapsed = time.time() - sent
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    assert elapsed < 60, elapsed
+    line = [x for x in outs[0].splitlines() if x.startswith("preempted:")]
+    assert len(line) == 1 and "run the same command again to resume" in line[0], outs[0][-2000:]
+    step = int(line[0].split("step ")[1].split()[0])
+    print(f"SIGTERM to process 1: both stopped at step {step}, {elapsed:.1f} s after the signal")
+    reader = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+    assert reader.all_steps() == [step] and step >= 3   # one checkpoint, of the step both stopped at
+    reader.close()
+    assert max(losses(workdir)) <= step   # nothing trained past it

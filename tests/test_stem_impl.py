@@ -1,5 +1,5 @@
 """model.image.stem_impl: the matmul stem computes the conv stem's function with its params,
-forward and backward, and lowers to no convolution."""
+forward and backward, and lowers to no convolution; 'auto' takes it for GradCache on CPU only."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,4 +60,22 @@ def test_matmul_stem_lowers_to_no_convolution():
         graphdef, params = nnx.split(tower, nnx.Param)
         text = jax.jit(lambda p, g=graphdef: nnx.merge(g, p)(images)).lower(params).as_text()
         counts[impl] = text.count("stablehlo.convolution")
-    assert counts == {"conv": 3, "matmul": 0}
+    assert counts == {"auto": 3, "conv": 3, "matmul": 0}   # auto without GradCache: the conv stem
+
+
+@pytest.mark.parametrize("impl,micro,backend,want", [
+    ("auto", 1, "cpu", "conv"), ("auto", 4, "cpu", "matmul"), ("auto", 4, "gpu", "conv"), ("auto", 2, "tpu", "conv"),
+    ("conv", 4, "cpu", "conv"), ("matmul", 1, "gpu", "matmul")])
+def test_auto_takes_the_matmul_stem_for_gradcache_on_cpu_only(impl, micro, backend, want):
+    assert vit.resolve_stem_impl(impl, micro, backend) == want
+
+
+def test_the_trainers_model_follows_train_micro_batches():
+    from jaxclr import state
+    config = configlib.load("configs/clip.py:study")
+    assert config.model.image.stem_impl == "auto"
+    for micro, want in [(1, "conv"), (4, "matmul")]:   # this test process runs on the CPU backend
+        config.train.micro_batches = micro
+        assert state._model(config, 0).image.stem_impl == want
+    with pytest.raises(ValueError, match="stem_impl must be one of"):
+        vit.resolve_stem_impl("fft")

@@ -382,3 +382,8 @@ def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
     assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits:validation",)), 8) == []
     assert validate.problems(tiny(data__data_dir=empty, eval__zeroshot_datasets=("jaxclr_digits",)), 8) == []
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [-1, 40_000])
+def test_malloc_mmap_threshold_must_be_in_glibcs_range(value):
+    assert_one(tiny(train__malloc_mmap_threshold_kib=value), "train.malloc_mmap_threshold_kib", str(value))

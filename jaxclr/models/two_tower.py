@@ -50,14 +50,16 @@ class TwoTower(nnx.Module):
       image_size: side of the square input images (config.data.image_size).
       vocab_size: rows of the token table: the tokenizer's vocab_size (jaxclr.data.tokenizer).
       rngs: nnx.Rngs with a 'params' stream.
+      micro_batches: train.micro_batches; only model.image.stem_impl='auto' reads it
+        (``vit.resolve_stem_impl``), and it never changes the function.
     """
 
-    def __init__(self, cfg_model, image_size: int, *, vocab_size: int, rngs: nnx.Rngs):
+    def __init__(self, cfg_model, image_size: int, *, vocab_size: int, rngs: nnx.Rngs, micro_batches: int = 1):
         dtype = compute_dtype(cfg_model["dtype"])
         embed_dim = int(cfg_model["embed_dim"])
         self.learn_bias = bool(cfg_model["learn_bias"])
         memory = dict(remat=cfg_model["remat"], scan_layers=bool(cfg_model["scan_layers"]))
-        self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, **memory)
+        self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, micro_batches=micro_batches, **memory)
         self.text = TextTransformer(cfg_model["text"], dtype, vocab_size=vocab_size, rngs=rngs, **memory)
         proj = dict(use_bias=False, dtype=jnp.float32, param_dtype=PARAM_DTYPE,
                     precision=jax.lax.Precision.HIGHEST, rngs=rngs)

@@ -10,7 +10,9 @@ features, which small ViTs trained briefly need to tell shapes apart.
 function with the same params: ``'conv'`` (XLA convolutions) or ``'matmul'`` (each 3x3
 stride-2 convolution as nine strided slices and one matmul, ``conv3x3_s2_matmul``). XLA:CPU
 runs convolutions inside a loop body (GradCache's micro-batch ``lax.scan``) far slower than
-matmuls (README, "GradCache cost").
+matmuls (README, "GradCache cost"). ``'auto'`` (the presets' setting, ``resolve_stem_impl``)
+takes 'matmul' where that was measured to pay, GradCache (``train.micro_batches > 1``) on
+the CPU backend, and 'conv' everywhere else.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from flax import nnx
 from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
 
 POOLS = ("tok", "mean")
-STEM_IMPLS = ("conv", "matmul")
+STEM_IMPLS = ("auto", "conv", "matmul")
 PIXEL_MEAN = 0.5  # per channel, after scaling pixels to [0, 1]
 PIXEL_STD = 0.5
 
@@ -38,6 +40,18 @@ def conv3x3_s2_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.A
     taps = [xp[:, dy:dy + h:2, dx:dx + w:2, :] for dy in range(3) for dx in range(3)]
     patches = jnp.concatenate(taps, axis=-1)                       # [B, H/2, W/2, 9C], (dy, dx, c) order
     return jnp.dot(patches, kernel.reshape(9 * c, -1)) + bias
+
+
+def resolve_stem_impl(impl: str, micro_batches: int = 1, backend: str | None = None) -> str:
+    """'conv' or 'matmul' for model.image.stem_impl `impl`: 'auto' is 'matmul' for GradCache
+    (`micro_batches > 1`) on the CPU backend (`backend`, default `jax.default_backend()`) and
+    'conv' otherwise; the other values are returned as they are."""
+    if impl not in STEM_IMPLS:
+        raise ValueError(f"model.image.stem_impl must be one of {STEM_IMPLS}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    backend = jax.default_backend() if backend is None else backend
+    return "matmul" if micro_batches > 1 and backend == "cpu" else "conv"
 
 
 def normalize_pixels(images: jax.Array) -> jax.Array:
@@ -57,13 +71,14 @@ class ViT(nnx.Module):
       rngs: nnx.Rngs with a 'params' stream.
       remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
         jaxclr.models.layers); they never change the function.
+      micro_batches: train.micro_batches, read only by stem_impl='auto' (`resolve_stem_impl`).
 
     Params: 'patch' (Linear on flattened patches), 'pos_embedding' [1, T, width],
     'cls_embedding' [1, 1, width] (only for 'tok' pooling), 'encoder' (blocks + final norm).
     """
 
     def __init__(self, cfg_image, image_size: int, dtype="float32", *, rngs: nnx.Rngs, remat: str = "none",
-                 scan_layers: bool = False):
+                 scan_layers: bool = False, micro_batches: int = 1):
         patch, width, pool = int(cfg_image["patch_size"]), int(cfg_image["width"]), cfg_image["pool"]
         if image_size % patch:
             raise ValueError(f"image_size {image_size} is not divisible by model.image.patch_size {patch}")
@@ -76,9 +91,7 @@ class ViT(nnx.Module):
         self.reduce = 2 ** (len(channels) - 1)  # resolution lost in the stem
         if patch % self.reduce:
             raise ValueError(f"patch_size {patch} must be divisible by 2**len(model.image.stem) = {self.reduce}")
-        self.stem_impl = cfg_image.get("stem_impl", "conv")
-        if self.stem_impl not in STEM_IMPLS:
-            raise ValueError(f"model.image.stem_impl must be one of {STEM_IMPLS}, got {self.stem_impl!r}")
+        self.stem_impl = resolve_stem_impl(cfg_image.get("stem_impl", "conv"), micro_batches)
         self.stem = nnx.List([nnx.Conv(cin, cout, (3, 3), strides=2, padding="SAME", dtype=self.dtype,
                                        param_dtype=PARAM_DTYPE, rngs=rngs)
                               for cin, cout in zip(channels[:-1], channels[1:])])
