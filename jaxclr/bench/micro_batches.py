@@ -12,7 +12,8 @@ scratch a step needs beyond its arguments and outputs).
 
 train.micro_unroll = u unrolls the two GradCache loops by u (0: fully); see jaxclr.step.
 model.image.stem_impl picks the conv stem's implementation (conv or matmul, the same function);
-ratios are against k = 1 with the same stem.
+ratios are against k = 1 with the same setting. With 'auto' (the presets' setting) that is what
+a user gets by default: the conv stem at k = 1, the matmul stem for k > 1 on CPU.
 """
 from __future__ import annotations
 
