@@ -6,9 +6,10 @@ own mmap, returned to the system at `free`; smaller ones come from heaps ("arena
 mmapped block raises it to that block's size (up to 32 MiB), so later blocks of that size
 come from the arenas instead, where freed space fragments and stays resident. An orbax save
 copies every array to host buffers and writes them from tensorstore's threads; with the
-dynamic threshold RSS grew ~0.8 MiB per save and had not levelled off after 60 saves
-(README, "Host memory"). Setting the threshold explicitly (`mallopt(M_MMAP_THRESHOLD)`)
-turns the dynamic adjustment off; with 128 KiB the same run grew ~0.09 MiB per save.
+dynamic threshold and a save every 25 steps, RSS rose 623 -> 658 MiB from step 100 to
+1,000 (~0.2 MiB per save after step 500), in jumps of several MiB (README, "Host memory").
+Setting the threshold explicitly (`mallopt(M_MMAP_THRESHOLD)`) turns the dynamic adjustment
+off; with 128 KiB the same run went 581 -> 586 MiB (~0.09 MiB per save).
 
 `train.malloc_mmap_threshold_kib` sets it at the start of training (0: leave glibc as it
 is). Elsewhere than glibc (macOS, musl) nothing is done.
