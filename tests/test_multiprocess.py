@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from jaxclr import train
+from tests.test_preemption import logged_steps
 from tests.test_train import read_metrics, tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -147,9 +148,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(da
     procs = start_processes(PREEMPT_DRIVER.format(data_dir=data_dir, workdir=workdir))
     try:
         deadline = time.time() + 300
-        metrics_file = os.path.join(workdir, "metrics.jsonl")
-        while ((not os.path.exists(metrics_file) or len(losses(workdir)) < 3) and time.time() < deadline
-               and all(p.poll() is None for p in procs)):
+        while len(logged_steps(workdir)) < 3 and time.time() < deadline and all(p.poll() is None for p in procs):
             time.sleep(0.5)
         assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
         procs[1].send_signal(signal.SIGTERM)
