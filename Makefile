@@ -9,9 +9,12 @@ ifneq ($(filter-out tpu cuda12,$(ACCEL)),)
 $(error ACCEL=$(ACCEL): use ACCEL=tpu, ACCEL=cuda12, or leave it empty for CPU)
 endif
 comma := ,
-EXTRAS := test$(if $(ACCEL),$(comma)$(ACCEL))
-# One stamp per accelerator: switching ACCEL finds no stamp and reinstalls, removing the other's plugin.
-STAMP := $(VENV)/.installed-$(or $(ACCEL),cpu)
+ACC := $(or $(ACCEL),cpu)
+# `make train` / `make bench` install the package alone (plus the accelerator extra); `make test`
+# and `make lint` add the [test] extra. One stamp per accelerator: switching ACCEL finds no stamp
+# and reinstalls, removing the other's plugin.
+STAMP := $(VENV)/.installed-$(ACC)
+TEST_STAMP := $(VENV)/.installed-test-$(ACC)
 PLUGINS_tpu := libtpu
 PLUGINS_cuda12 := jax-cuda12-plugin jax-cuda12-pjrt
 OTHER_PLUGINS := $(filter-out $(PLUGINS_$(ACCEL)),$(PLUGINS_tpu) $(PLUGINS_cuda12))
@@ -27,8 +30,12 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet --upgrade pip
 	rm -f $(VENV)/.installed*
 	$(PY) -m pip uninstall --quiet --quiet --yes $(OTHER_PLUGINS)
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
-	echo '$(or $(ACCEL),cpu)' > $(STAMP)
+	$(PY) -m pip install --quiet -e '.$(if $(ACCEL),[$(ACCEL)])'
+	echo '$(ACC)' > $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test$(if $(ACCEL),$(comma)$(ACCEL))]'
+	echo '$(ACC)' > $(TEST_STAMP)
 
 train: $(STAMP)
 	$(PY) -m jaxclr.train --config=configs/default.py --workdir=$(WORKDIR) $(ARGS)
@@ -37,10 +44,10 @@ train: $(STAMP)
 # The suite is mostly XLA compiles, each on one core: two workers keep both cores of CI busy.
 PYTEST_WORKERS ?= 2
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
-test-fast: $(STAMP)   # the quick loop: every test not marked slow
+test-fast: $(TEST_STAMP)   # the quick loop: every test not marked slow
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
 
 bench: $(STAMP)
@@ -49,7 +56,7 @@ bench: $(STAMP)
 	$(PY) -m jaxclr.bench.micro_batches
 	$(PY) -m jaxclr.bench.input_pipeline
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check jaxclr configs tests
 
 clean:

@@ -27,9 +27,10 @@ setup(
         "sentencepiece>=0.2",
     ],
     extras_require={
+        # One extra per job; `make train` installs none but the accelerator's, `make test` adds [test].
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "wandb>=0.19"],   # the W&B sink is tested offline
         "wandb": ["wandb>=0.19"],   # log.wandb=True
-        # Accelerators: `make ACCEL=tpu|cuda12 ...` installs '.[test,<ACCEL>]'. Both wheels are on PyPI
+        # Accelerators: `make ACCEL=tpu|cuda12 train` installs '.[<ACCEL>]'. Both wheels are on PyPI
         # (libtpu and jax-cuda12-plugin[with-cuda]); no -f/--find-links URL is needed for jax >= 0.4.3x.
         "tpu": [f"jax[tpu]{JAX_BOUNDS}"],
         "cuda12": [f"jax[cuda12]{JAX_BOUNDS}"],

@@ -1,15 +1,13 @@
 """CLIP (softmax InfoNCE) dual encoder; presets by arg: tiny (CPU default), digits, study, s16, b16, l14.
 
 digits: the tiny model on real handwritten digits (scikit-learn's, embedded as jaxclr_digits):
-1,500 steps, zero-shot with the captions' own templates (README, "Real digits").
+1,500 steps, zero-shot with the captions' own templates (figures: docs/data.md, "Data
+benchmarks").
 
-study: the model of experiments/ (each run <= 2 minutes on 2 CPU cores): digits at 32 px, a
+study: the model of experiments/, sized to run in minutes on 2 CPU cores: digits at 32 px, a
 3-conv stem to a 4 x 4 grid, 2 blocks of width 64 per tower, 64-d embeddings, batch 128 x 500
 steps (~50 epochs of the 1,294 train digits), evals on the test split incl. a linear probe.
-Measured once on the validation split (144 digits) on an idle 2-core machine, 98 s wall with
-the dataset build: zero-shot digit top-1 0.951 (9.5x chance 0.1), linear probe 0.958, i2t
-Recall@1 0.13; alignment 1.05, uniformity -3.05 / -3.04. It learns the digit identity from
-the captions; experiments/*/README.md give its 3-seed test figures per study.
+Figures: docs/data.md ("Data benchmarks") and each study's experiments/*/README.md.
 
     python -m jaxclr.train --config=configs/clip.py:tiny --workdir=runs/tiny
     python -m jaxclr.train --config=configs/clip.py:b16 --config.train.batch_size=32768 ...
@@ -22,20 +20,18 @@ import math
 
 import ml_collections
 
+from jaxclr.config.choices import DEFAULT_BLOCK, LOSS_TERMS
+
 # name: (image: patch, width, depth, heads; text: width, depth, heads; embed_dim)
+TINY = dict(patch=16, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128)
 PRESETS = {
-    "tiny": dict(patch=16, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
-    "digits": dict(patch=16, width=128, depth=3, heads=4, twidth=128, tdepth=3, theads=4, embed=128),
+    "tiny": TINY,
+    "digits": TINY,   # the tiny model on the digits
     "study": dict(patch=8, width=64, depth=2, heads=2, twidth=64, tdepth=2, theads=2, embed=64),
     "s16": dict(patch=16, width=384, depth=12, heads=6, twidth=384, tdepth=12, theads=6, embed=384),
     "b16": dict(patch=16, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
     "l14": dict(patch=14, width=1024, depth=24, heads=16, twidth=768, tdepth=12, theads=12, embed=768),
 }
-
-# Every loss term the trainer knows; a config turns terms on with a weight > 0.
-LOSS_TERMS = ("clip", "sigmoid", "dcl", "m2mix", "vmix", "lmix", "alignment", "uniformity",
-              "cross_uniformity")
-
 
 def get_config(arg="tiny"):
     if arg not in PRESETS:
@@ -61,7 +57,7 @@ def get_config(arg="tiny"):
     # model.text.max_len: overriding either one changes both.
     c.data.max_len = ml_collections.FieldReference(80)
     # 'bytes' (UTF-8 byte + 3, 259 ids) or 'sentencepiece' (python -m jaxclr.data.train_tokenizer);
-    # the text tower's vocabulary is the tokenizer's (jaxclr.data.tokenizer).
+    # the text tower's vocabulary is the tokenizer's (jaxclr.data.text.tokenizer).
     c.data.tokenizer = "bytes"
     c.data.tokenizer_model = ""     # sentencepiece .model; '' -> <data dir>/<data.name>/tokenizer/sentencepiece.model
     c.data.lowercase = False        # lower-case captions and prompts (after NFKC + whitespace collapse)
@@ -86,7 +82,7 @@ def get_config(arg="tiny"):
         stem_impl="auto"))   # 'conv' | 'matmul' (the same function) | 'auto': matmul for GradCache on CPU
     c.model.text = ml_collections.ConfigDict(dict(
         max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
-        mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (3-seed study, README)
+        mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (experiments/tiny_recipe)
         patch_size=4 if tiny else 1))
     c.model.init_scale = 1 / 0.07   # log-scale 2.659260
     c.model.max_scale = 100.0
@@ -95,16 +91,16 @@ def get_config(arg="tiny"):
     c.model.learn_scale = True      # False: the logit scale (and bias) stay at init_scale (init_bias), no update
     c.model.freeze = ""             # 'image' or 'text': that tower and its projection get no update (LiT); '' none
     # Memory at scale (both towers; never change the function, see jaxclr.models.layers):
-    # s16/b16/l14 default to block remat + scan: without remat a b16 step at 256 per device is
-    # estimated at ~100 GB (README, "Train-step memory at scale"); tiny needs neither.
+    # s16/b16/l14 default to block remat + scan (memory estimates: docs/performance.md,
+    # "Train-step memory"); tiny needs neither.
     c.model.remat = "none" if tiny else "block"   # 'block': recompute each transformer block in the backward pass
     c.model.scan_layers = not tiny  # True: stacked block params (leading layer axis), applied with nnx.scan
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.terms = ml_collections.ConfigDict({name: 0.0 for name in LOSS_TERMS})
+    c.loss.terms = ml_collections.ConfigDict({name: 0.0 for name in LOSS_TERMS})   # a term is on with a weight > 0
     c.loss.terms.clip = 1.0
     c.loss.impl = "streamed"        # 'streamed' (ring + blocks) or 'gather' (all-gather reference)
-    c.loss.block_size = 1024
+    c.loss.block_size = DEFAULT_BLOCK   # rows per block of the streamed engine
     c.loss.precision = "highest"    # every loss matmul: 'highest' (full float32), 'high' or 'default' (backend's)
     c.loss.mix_beta = 0.5           # lam ~ Beta(mix_beta, mix_beta) for m2mix / vmix / lmix
     c.loss.mix_per_pair = False     # one lam per step (False) or one per pair (True)
@@ -126,7 +122,7 @@ def get_config(arg="tiny"):
     c.train.batch_size = 64 if tiny else 32_768    # global batch
     c.train.total_steps = 4_000 if tiny else 50_000
     c.train.micro_batches = 1       # >1: exact GradCache over tower micro-batches
-    c.train.micro_unroll = 1        # GradCache loops unrolled by u (0: fully): faster, more memory (README)
+    c.train.micro_unroll = 1        # GradCache loops unrolled by u (0: fully): faster, more memory (docs/)
     c.train.log_every = 50 if tiny else 100
     c.train.stop_at = 0             # end this run after this step (0: run to total_steps); rerun resumes
     c.train.on_nonfinite = "stop"   # non-finite loss/grads: update skipped; 'stop' (raise) or 'skip' (count, go on)

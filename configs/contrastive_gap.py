@@ -2,7 +2,7 @@
 
     L = L_clip + w_u * 1/2 (uniformity(u) + uniformity(v)) + w_a * alignment(u, v)
 """
-from jaxclr.configlib import sibling
+from jaxclr.config.load import sibling
 
 
 def get_config(arg="tiny"):

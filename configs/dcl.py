@@ -1,5 +1,5 @@
 """Decoupled contrastive learning: the positive pair is left out of each denominator."""
-from jaxclr.configlib import sibling
+from jaxclr.config.load import sibling
 
 
 def get_config(arg="tiny"):

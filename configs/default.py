@@ -1,5 +1,5 @@
 """The default run: CLIP, tiny preset, on the embedded shapes dataset (what `make train` runs)."""
-from jaxclr.configlib import sibling
+from jaxclr.config.load import sibling
 
 
 def get_config(arg="tiny"):

@@ -6,7 +6,7 @@ Beta(0.5, 0.5), fixed s = 100 for CLIP and s' = 1/0.07 for the mixed logits, and
 a weight w in {0.001 ... 0.05} in fine-tuning; the weight here is 0.1 for training
 from scratch at tiny scale (override loss.terms.m2mix).
 """
-from jaxclr.configlib import sibling
+from jaxclr.config.load import sibling
 
 VARIANTS = {"m2mix": ("m2mix",), "vmix": ("vmix",), "lmix": ("lmix",), "m3mix": ("m2mix", "vmix", "lmix")}
 

@@ -1,5 +1,5 @@
 """SigLIP: pairwise sigmoid loss with a learnable bias (init s = 10, b = -10)."""
-from jaxclr.configlib import sibling
+from jaxclr.config.load import sibling
 
 
 def get_config(arg="tiny"):

@@ -5,7 +5,7 @@
     python -m jaxclr.evaluate --workdir=runs/tiny --config.eval.zeroshot_datasets='("cifar10",)'
     python -m jaxclr.evaluate --workdir=runs/tiny --geometry   # + DIR/geometry/step_<step>/ report
 
-Without --config the run's saved config (`runinfo.load_saved_config`) is used, with any
+Without --config the run's saved config (`run_info.load_saved_config`) is used, with any
 `--config.KEY=VALUE` applied to it (typed like the field, unknown keys refused). Reads
 checkpoints read-only (safe next to a live training run), writes the results to the run's
 metric writers at the checkpoint's step under the train loop's names (`zeroshot/...`,
@@ -23,14 +23,17 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from jaxclr import configlib, parallel, paths, runinfo, sweep_grid, validate
-from jaxclr import state as state_lib
-from jaxclr.checkpoint import Checkpointer, CheckpointFormatError
+from jaxclr import config as configlib
+from jaxclr import parallel, paths
+from jaxclr.config import values as config_values
 from jaxclr.data import datasets
 from jaxclr.evals import geometry_report, runner, tasks
 from jaxclr.evals.embed import embed_split
 from jaxclr.evals.report import report_table
-from jaxclr.metrics import MetricWriter
+from jaxclr.logs.metrics import MetricWriter
+from jaxclr.trainer import run_info, validate
+from jaxclr.trainer import state as state_lib
+from jaxclr.trainer.checkpoint import Checkpointer, CheckpointFormatError
 
 
 def evaluate(config, workdir: str, step: int | None = None, geometry: bool = False) -> tuple[int, dict[str, float]]:
@@ -41,25 +44,25 @@ def evaluate(config, workdir: str, step: int | None = None, geometry: bool = Fal
     geometry report (see the module docstring); the eval split is embedded once for both.
     """
     if config is None:
-        config = runinfo.load_saved_config(workdir, step)
+        config = run_info.load_saved_config(workdir, step)
     parallel.initialize()
     mesh = parallel.make_mesh(config.mesh)
     ckpt = Checkpointer(paths.resolve(workdir) / "checkpoints", read_only=True)
     with jax.set_mesh(mesh):
-        setup, _ = state_lib.setup(config, mesh)
+        spec, _ = state_lib.spec(config, mesh)
         if step is None:   # the newest step that restores (a damaged one is reported and skipped)
-            step, state = ckpt.restore_latest_good(setup.abstract)
+            step, state = ckpt.restore_latest_good(spec.abstract)
         else:
-            state = ckpt.restore(setup.abstract, step=step)
+            state = ckpt.restore(spec.abstract, step=step)
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (python -m jaxclr.train)")
     datasets.ensure_prepared(config.data)
-    embed_image, embed_text = state_lib.embed_fns(setup.graphdef, mesh).bind(state["params"])
+    embed_image, embed_text = state_lib.embed_fns(spec.graphdef, mesh).bind(state["params"])
     eval_set, tokenize = tasks.eval_set(config), tasks.tokenize_fn(config.data)
     embeddings = None
     if geometry:   # embedded here, once, for the evaluators and the report
         embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize,
-                                 int(config.eval.get("batch_size", 256)))
+                                 int(config.eval.batch_size))
     results = runner.run_evals(config.eval, eval_set, tokenize, embed_image, embed_text, embeddings=embeddings)
     with MetricWriter(workdir) as writer:
         writer.write_scalars(step, results)
@@ -85,7 +88,7 @@ def write_geometry_report(config, workdir: str, step: int, embeddings) -> dict |
     labels = {task: values[rows] for task, values in embeddings.labels.items()}
     return geometry_report.write_report(paths.resolve(workdir) / "geometry" / f"step_{step}",
                                         embeddings.image[rows], embeddings.text[first], step=step, labels=labels,
-                                        max_points=config.eval.get("geometry_max_points", 8192))
+                                        max_points=config.eval.geometry_max_points)
 
 
 def define_flags(flag_values=flags.FLAGS, argv=None):
@@ -110,7 +113,7 @@ def main(argv):
     config = flags.FLAGS.config
     try:
         if config is None:
-            config = runinfo.load_saved_config(workdir, flags.FLAGS.step)
+            config = run_info.load_saved_config(workdir, flags.FLAGS.step)
             apply_overrides(config, SAVED_CONFIG_OVERRIDES)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
@@ -138,10 +141,10 @@ def apply_overrides(config, overrides) -> None:
     if problems:
         configlib.exit_with_errors(problems)
     try:
-        values = sweep_grid.check_overrides(config, list(overrides))
-    except sweep_grid.GridError as e:
+        typed = config_values.typed_overrides(config, list(overrides))
+    except config_values.GridError as e:
         configlib.exit_with_errors([str(e)])
-    config.update_from_flattened_dict({key: v.value for key, v in values.items()})
+    config.update_from_flattened_dict({key: v.value for key, v in typed.items()})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Float64 NumPy references, written straight from shared/REFERENCE.md.
+"""Float64 NumPy references, written straight from docs/reference.md.
 
 Full N x N matrices, no tricks: these are the definitions the sharded engines
 are checked against. Gradients come from central finite differences in

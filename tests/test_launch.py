@@ -14,8 +14,9 @@ import pytest
 import setuptools
 
 from jaxclr import parallel
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(REPO_ROOT)
 LAUNCH = ROOT / "experiments" / "launch"
 SCRIPTS = sorted(p for p in LAUNCH.iterdir() if p.suffix in (".sh", ".sbatch"))
 
@@ -163,12 +164,20 @@ def make_dry_run(*args):
     return out.stdout
 
 
-@pytest.mark.parametrize("accel, extras", [("", "test"), ("tpu", "test,tpu"), ("cuda12", "test,cuda12")])
-def test_make_installs_the_accelerator_extra(accel, extras):
+@pytest.mark.parametrize("accel", ["", "tpu", "cuda12"])
+def test_make_train_installs_the_package_and_accelerator_extra_only(accel):
     out = make_dry_run("-B", f"ACCEL={accel}", "train")  # -B: show the install even when .venv is current
-    installs = re.findall(r"pip install --quiet -e '\.\[(.*?)\]'", out)
-    assert installs == [extras]
+    installs = re.findall(r"pip install --quiet -e '(\.[^']*)'", out)
+    assert installs == ([f".[{accel}]"] if accel else ["."])   # no test dependency
     assert f".installed-{accel or 'cpu'}" in out and "jaxclr.train" in out
+
+
+@pytest.mark.parametrize("accel, extras", [("", "test"), ("tpu", "test,tpu"), ("cuda12", "test,cuda12")])
+def test_make_test_adds_the_test_extra(accel, extras):
+    out = make_dry_run("-B", f"ACCEL={accel}", "test")
+    installs = re.findall(r"pip install --quiet -e '(\.[^']*)'", out)
+    assert installs == [f".[{accel}]" if accel else ".", f".[{extras}]"]
+    assert f".installed-test-{accel or 'cpu'}" in out and "pytest" in out
 
 
 def test_switching_accel_reinstalls(tmp_path):
@@ -178,7 +187,7 @@ def test_switching_accel_reinstalls(tmp_path):
     (venv / ".installed-cpu").write_text("cpu\n")  # newer than setup.py: CPU is current
     assert "pip install" not in make_dry_run(f"VENV={venv}", "install")
     tpu = make_dry_run(f"VENV={venv}", "ACCEL=tpu", "install")
-    assert "'.[test,tpu]'" in tpu and "uninstall --quiet --quiet --yes jax-cuda12-plugin jax-cuda12-pjrt" in tpu
+    assert "'.[tpu]'" in tpu and "uninstall --quiet --quiet --yes jax-cuda12-plugin jax-cuda12-pjrt" in tpu
     assert "uninstall --quiet --quiet --yes libtpu" in make_dry_run("-B", f"VENV={venv}", "install")
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxclr import configlib
-from jaxclr.data import pipeline, prepare
+from jaxclr import config as configlib
+from jaxclr.data import pipeline
+from jaxclr.data.prepare import convert as prepare
 
 
 def write_photos(folder: Path, count: int, seed: int = 0) -> Path:

@@ -13,6 +13,7 @@ import os
 if __name__ == "__main__":
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
+import argparse
 import functools
 
 import jax
@@ -38,7 +39,9 @@ def compiled_temp_bytes(batch: int, dim: int = 512, impl: str = "streamed", bloc
     return int(fn.lower(emb, emb, scale).compile().memory_analysis().temp_size_in_bytes)
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m jaxclr.bench.loss_memory", description=__doc__.split("\n")[0])
+    parser.parse_args(argv)
     print(f"clip_loss value_and_grad, D=512, {jax.device_count()} devices ({jax.devices()[0].platform}), "
           "per-device temp memory from compiled.memory_analysis() (compile only)\n")
     print("| global batch | streamed (MiB) | gather (MiB) | gather / streamed |")

@@ -1,7 +1,7 @@
 """Cost of exact GradCache (`train.micro_batches = k`): step time and compiled memory against k = 1.
 
 One device, the tiny preset (its image/text towers as trained by `make train`), the real
-train step (`jaxclr.step.make_train_step`). For each global batch B and each k, the step
+train step (`jaxclr.trainer.step.make_train_step`). For each global batch B and each k, the step
 is compiled, warmed up, and timed (median of --repeats steps); all settings run in one
 process, interleaved round by round, so the ratios to k = 1 compare like with like.
 Memory is XLA's compiled per-device estimate (`memory_analysis().temp_size_in_bytes`, the
@@ -10,7 +10,7 @@ scratch a step needs beyond its arguments and outputs).
     python -m jaxclr.bench.micro_batches [--batches 256,512] [--ks 2,4,8] [--unrolls 1] [--repeats 5]
         [--stem-impls conv,matmul]
 
-train.micro_unroll = u unrolls the two GradCache loops by u (0: fully); see jaxclr.step.
+train.micro_unroll = u unrolls the two GradCache loops by u (0: fully); see jaxclr.trainer.step.
 model.image.stem_impl picks the conv stem's implementation (conv or matmul, the same function);
 ratios are against k = 1 with the same setting. With 'auto' (the presets' setting) that is what
 a user gets by default: the conv stem at k = 1, the matmul stem for k > 1 on CPU.
@@ -24,9 +24,10 @@ import time
 import jax
 import numpy as np
 
-from jaxclr import configlib, parallel
-from jaxclr import state as state_lib
-from jaxclr import step as step_lib
+from jaxclr import config as configlib
+from jaxclr import parallel
+from jaxclr.trainer import state as state_lib
+from jaxclr.trainer import step as step_lib
 
 MiB = 2**20
 
@@ -43,8 +44,8 @@ def build(spec: str, batch: int, k: int, unroll: int | None = None, stem_impl: s
             config.model.image.stem_impl = stem_impl
     mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
     with jax.set_mesh(mesh):
-        setup, state = state_lib.create(config, mesh)
-        step = step_lib.make_train_step(config, setup, mesh)
+        spec, state = state_lib.create(config, mesh)
+        step = step_lib.make_train_step(config, spec, mesh)
         rng = np.random.default_rng(0)
         size, length = int(config.data.image_size), int(config.model.text.max_len)
         arrays = parallel.global_batch({"image": rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8),

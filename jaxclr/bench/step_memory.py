@@ -1,7 +1,7 @@
 """Per-device memory of one compiled train step (compile only, nothing runs or is allocated).
 
-Builds the real step (`jaxclr.state.setup` with abstract state from eval_shape,
-`jaxclr.step.make_train_step`, `jaxclr.parallel.make_mesh` / `batch_sharding`) on a
+Builds the real step (`jaxclr.trainer.state.spec` with abstract state from eval_shape,
+`jaxclr.trainer.step.make_train_step`, `jaxclr.parallel.make_mesh` / `batch_sharding`) on a
 mesh of virtual CPU devices, lowers it with abstract inputs, compiles it and prints
 `compiled.memory_analysis()`: temp (scratch), argument, output, alias and generated
 code sizes for one device. These are XLA:CPU numbers: an estimate of what a TPU/GPU
@@ -46,10 +46,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from jaxclr import configlib, parallel  # noqa: E402
-from jaxclr import state as state_lib  # noqa: E402
-from jaxclr import step as step_lib  # noqa: E402
+from jaxclr import config as configlib  # noqa: E402
+from jaxclr import parallel  # noqa: E402
 from jaxclr.models.layers import remat_policy  # noqa: E402
+from jaxclr.trainer import state as state_lib  # noqa: E402
+from jaxclr.trainer import step as step_lib  # noqa: E402
 
 MiB = 2**20
 FIELDS = ("temp", "argument", "output", "alias", "generated_code")
@@ -83,13 +84,13 @@ def abstract_train_step(config, devices: int):
     mesh = parallel.make_mesh(config.mesh, jax.devices()[:devices])
     remat, scan = config.model.remat, bool(config.model.scan_layers)
     assert all(e.remat == remat and e.scan_layers == scan for e in _encoders(config)), "memory options not applied"
-    setup, _ = state_lib.setup(config, mesh)
-    train_step = step_lib.make_train_step(config, setup, mesh)
+    spec, _ = state_lib.spec(config, mesh)
+    train_step = step_lib.make_train_step(config, spec, mesh)
     n, size, length = int(config.train.batch_size), int(config.data.image_size), int(config.model.text.max_len)
     sharding = parallel.batch_sharding(mesh)
     batch = {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8, sharding=sharding),
              "text": jax.ShapeDtypeStruct((n, length), jnp.int32, sharding=sharding)}
-    return train_step, (setup.abstract, batch)
+    return train_step, (spec.abstract, batch)
 
 
 def step_memory(config, devices: int) -> dict:

@@ -11,7 +11,7 @@ of ``batches`` reads the split again from its first record: nothing is kept betw
 
 - ``RecordSplit``: the first ``num_examples`` records of a TFDS split (random-access source),
   decoded by a few threads one batch at a time; bad records are skipped and counted like the
-  train pipeline's (``pipeline.bad_record_stats``).
+  train pipeline's (``RecordSplit.stats``, a ``pipeline.ReadStats``).
 - ``ArraySplit``: in-memory arrays (tests, small hand-made sets).
 - ``eval_split(config)``: the RecordSplit of ``config.data.eval_split`` with the dataset's labels.
 
@@ -47,6 +47,7 @@ class RecordSplit:
     def __init__(self, source, standardize: pipeline.Standardize, num_examples: int, tasks: Sequence[str] = (),
                  threads: int | None = None, name: str = ''):
         self.safe = pipeline.SafeSource(source, standardize)
+        self.stats = self.safe.stats   # records seen and skipped (by reason) by this split
         self.num_examples = min(len(source), int(num_examples))
         self.tasks = tuple(tasks)
         self.threads = threads or min(4, os.cpu_count() or 1)

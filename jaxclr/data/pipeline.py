@@ -3,9 +3,11 @@
 Records are first standardised to {'image': uint8 [S, S, 3], 'caption': str, 'captions':
 (str, ...)} from the features named by data.image_feature / caption_feature. A record
 that cannot be read or decoded, has an empty caption or an image that is not an image
-is skipped and counted, never a crash: see `bad_record_count()` / `bad_record_stats()`
-(counts of this process; with data.worker_count > 0 the train records are read in the
-worker processes, which log their own counts).
+is skipped and counted, never a crash. Counts live where the records are read, never in
+module globals: a `SafeSource` counts into its `ReadStats`, and every training example
+carries how many bad records were passed over to reach it and whether its caption was cut,
+so the `TrainBatches` iterator totals what training consumed even when data.worker_count > 0
+reads the records in other processes.
 """
 from __future__ import annotations
 
@@ -18,63 +20,79 @@ import grain.python as grain
 import numpy as np
 from absl import flags
 
-from jaxclr.data import augment, datasets, tokenizer
+from jaxclr.data import augment, datasets, text
+from jaxclr.data.text import tokenizer
 
 log = logging.getLogger(__name__)
-_BAD = collections.Counter()   # reason -> count of skipped records (this process)
-_SEEN = [0]                    # records looked at (this process)
-_TRUNCATED = [0]               # captions whose ids did not fit max_len - 2 (this process)
-_LOCK = threading.Lock()       # grain reads records from several threads
+# Per-example fields a training example carries until TrainBatches totals and drops them.
+SKIPPED_FIELD, TRUNCATED_FIELD = 'read/bad_skipped', 'read/truncated'
 
 
-def bad_record_count() -> int:
-    """Number of records skipped as bad in this process."""
-    return sum(_BAD.values())
+class ReadStats:
+    """What one reader saw: records looked at, records skipped as bad (by reason) and captions
+    cut to fit data.max_len. Thread-safe (grain and the eval split read from several threads)."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.seen = 0
+        self.truncated_captions = 0
+        self.bad = collections.Counter()   # reason -> count
 
-def bad_record_stats() -> dict:
-    """{'skipped': n, 'seen': m, 'truncated_captions': t, <skip reason>: count...} (this process)."""
-    return {'skipped': bad_record_count(), 'seen': _SEEN[0], 'truncated_captions': _TRUNCATED[0], **_BAD}
+    def __getstate__(self) -> dict:   # grain pickles the source into its worker processes
+        return {k: v for k, v in self.__dict__.items() if k != '_lock'}
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
-def reset_bad_record_stats() -> None:
-    """Zero the counters of this process."""
-    with _LOCK:
-        _BAD.clear()
-        _SEEN[0] = _TRUNCATED[0] = 0
+    @property
+    def skipped(self) -> int:
+        return sum(self.bad.values())
 
+    def as_dict(self) -> dict:
+        """{'skipped': n, 'seen': m, 'truncated_captions': t, <skip reason>: count, ...}."""
+        return {'skipped': self.skipped, 'seen': self.seen, 'truncated_captions': self.truncated_captions,
+                **self.bad}
 
-def tokenize(caption: str, max_len: int, tok: tokenizer.Tokenizer) -> np.ndarray:
-    """tok.encode, counting (and warning once about) captions whose ids are cut to fit max_len."""
-    ids, truncated = tok.encode_checked(caption, max_len)
-    if truncated:
-        with _LOCK:
-            _TRUNCATED[0] += 1
-            first = _TRUNCATED[0] == 1
+    def saw_record(self) -> None:
+        with self._lock:
+            self.seen += 1
+
+    def bad_record(self, index, error: Exception) -> None:
+        """Counts a skipped record (logging the 1st, 2nd, 4th, ... one); a dataset with at least
+        1,000 bad records, more than half of those seen, is broken (RuntimeError)."""
+        reason = error.reason if isinstance(error, BadRecord) else f'undecodable ({type(error).__name__})'
+        with self._lock:
+            self.bad[reason] += 1
+            n, seen = self.skipped, self.seen
+        if n & (n - 1) == 0:
+            log.warning('Skipped bad record %s (%s: %s); %d skipped of %d seen so far.',
+                        index, type(error).__name__, str(error)[:200], n, seen)
+        if n >= 1000 and n > seen // 2:
+            raise RuntimeError(f'{n} of {seen} records are bad ({dict(self.bad)}): the dataset is broken.')
+
+    def truncated_caption(self, caption: str, max_len: int) -> None:
+        with self._lock:
+            self.truncated_captions += 1
+            first = self.truncated_captions == 1
         if first:
             log.warning('Caption longer than data.max_len - 2 = %d tokens is truncated: %r. '
                         'Consider a larger data.max_len.', max_len - 2, caption)
+
+
+def tokenize(caption: str, max_len: int, tok: tokenizer.Tokenizer, stats: ReadStats | None = None) -> np.ndarray:
+    """tok.encode; a caption whose ids are cut to fit max_len is counted in `stats` (if given)."""
+    ids, truncated = tok.encode_checked(caption, max_len)
+    if truncated and stats is not None:
+        stats.truncated_caption(caption, max_len)
     return ids
 
 
 class BadRecord(ValueError):
-    """A record that cannot be used; `reason` is its category in bad_record_stats()."""
+    """A record that cannot be used; `reason` is its category in `ReadStats.bad`."""
 
     def __init__(self, reason: str, detail: str = ''):
         super().__init__(f'{reason}: {detail}' if detail else reason)
         self.reason = reason
-
-
-def _record_bad(index, error: Exception) -> None:
-    reason = error.reason if isinstance(error, BadRecord) else f'undecodable ({type(error).__name__})'
-    with _LOCK:
-        _BAD[reason] += 1
-        n = bad_record_count()
-    if n & (n - 1) == 0:   # log the 1st, 2nd, 4th, 8th, ... bad record
-        log.warning('Skipped bad record %s (%s: %s); %d skipped of %d seen so far.',
-                    index, type(error).__name__, str(error)[:200], n, _SEEN[0])
-    if n >= 1000 and n > _SEEN[0] // 2:
-        raise RuntimeError(f'{n} of {_SEEN[0]} records are bad ({dict(_BAD)}): the dataset is broken.')
 
 
 def _to_rgb(image: np.ndarray, size: int) -> np.ndarray:
@@ -138,11 +156,12 @@ class Standardize:
 
 
 class SafeSource:
-    """Random-access source of standardised records; a bad record reads as None (counted)."""
+    """Random-access source of standardised records; a bad record reads as None (counted in `stats`)."""
 
-    def __init__(self, source, standardize: Standardize):
+    def __init__(self, source, standardize: Standardize, stats: ReadStats | None = None):
         self._source = source
         self._standardize = standardize
+        self.stats = ReadStats() if stats is None else stats
 
     def __len__(self) -> int:
         return len(self._source)
@@ -156,18 +175,18 @@ class SafeSource:
         return f'SafeSource({name}, split={split}, image_size={self._standardize.image_size})'
 
     def __getitem__(self, index):
-        with _LOCK:
-            _SEEN[0] += 1
+        self.stats.saw_record()
         try:
             return self._standardize(self._source[index])
         except Exception as e:  # noqa: BLE001 - any undecodable record is skipped, not fatal
-            _record_bad(index, e)
+            self.stats.bad_record(index, e)
             return None
 
 
 class TrainTransform(grain.RandomMapTransform):
     """One caption drawn from the example's captions (if several), random flip (image +
-    caption) if enabled, then tokenise with `tok`; image stays uint8. All draws come from `rng`."""
+    caption) if enabled, then tokenise with `tok`; image stays uint8. All draws come from `rng`.
+    The example carries whether its caption was cut (TRUNCATED_FIELD)."""
 
     def __init__(self, flip: bool, max_len: int, tok: tokenizer.Tokenizer):
         self.flip = flip
@@ -181,8 +200,8 @@ class TrainTransform(grain.RandomMapTransform):
             caption = captions[int(rng.integers(len(captions)))]
         if self.flip:
             image, caption = augment.random_flip(image, caption, rng)
-        return {'image': np.ascontiguousarray(image, np.uint8),
-                'text': tokenize(caption, self.max_len, self.tokenizer)}
+        ids, truncated = self.tokenizer.encode_checked(caption, self.max_len)
+        return {'image': np.ascontiguousarray(image, np.uint8), 'text': ids, TRUNCATED_FIELD: np.int32(truncated)}
 
 
 def standardizer(data_cfg, with_labels: bool, with_captions: bool = True) -> Standardize:
@@ -223,7 +242,8 @@ class GlobalOrder:
         return int(self._keys[int(position)])
 
     def __call__(self, position: int) -> dict:
-        """The transformed example at global position `position`."""
+        """The transformed example at global position `position`; it carries the number of bad
+        records passed over to reach it (SKIPPED_FIELD)."""
         key = self.record_key(position)
         for j in range(self.num_records):
             record = self.source[(key + j) % self.num_records]
@@ -232,7 +252,7 @@ class GlobalOrder:
         else:
             raise RuntimeError(f'no readable record in the train split ({self.num_records} tried)')
         rng = np.random.Generator(np.random.Philox(key=[self.seed, int(position)]))
-        return self.transform.random_map(record, rng)
+        return {**self.transform.random_map(record, rng), SKIPPED_FIELD: np.int32(j)}
 
 
 class _LocalRows:
@@ -261,18 +281,38 @@ def train_order(config) -> GlobalOrder:
         log.warning('data.flip skipped: the captions of %s are not flip-aware (only jaxclr_shapes is).',
                     data_cfg.name)
         flip = False
-    transform = TrainTransform(flip, int(data_cfg.max_len), tokenizer.from_config(data_cfg))
+    transform = TrainTransform(flip, int(data_cfg.max_len), text.from_config(data_cfg))
     return GlobalOrder(source, transform, int(config.seed))
 
 
-def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0):
+class TrainBatches:
+    """Iterator over a process's training batches {'image', 'text'}; `stats` totals what the
+    batches it returned carried (records seen and skipped, captions cut), wherever they were read."""
+
+    def __init__(self, batches, order: GlobalOrder):
+        self._batches, self.order = batches, order
+        self.stats = {'seen': 0, 'skipped': 0, 'truncated_captions': 0}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch = dict(next(self._batches))
+        skipped, truncated = int(np.sum(batch.pop(SKIPPED_FIELD))), int(np.sum(batch.pop(TRUNCATED_FIELD)))
+        self.stats['seen'] += len(batch['image']) + skipped
+        self.stats['skipped'] += skipped
+        self.stats['truncated_captions'] += truncated
+        return batch
+
+
+def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0) -> TrainBatches:
     """Iterator over this process's rows of the global batches from step `start_step + 1` on.
 
     rows: the sorted global batch rows this process reads (`parallel.process_rows`); None
     reads all of them (one process). Yields {'image': uint8 [len(rows), S, S, 3], 'text':
     int32 [len(rows), max_len]} with row i of the arrays = global row rows[i] (see
     GlobalOrder). Reading runs data.prefetch batches ahead, in data.worker_count processes (0:
-    threads of this process).
+    threads of this process). The iterator's `stats` count what its batches consumed.
     """
     data_cfg = config.data
     rows = np.arange(global_batch_size) if rows is None else np.asarray(rows, np.int64)
@@ -296,4 +336,4 @@ def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0
     if data_cfg.worker_count:
         batches = batches.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=int(data_cfg.worker_count), per_worker_buffer_size=max(1, prefetch)))
-    return iter(batches)
+    return TrainBatches(iter(batches), order)

@@ -9,5 +9,7 @@ Modules (import what you need from them directly):
 - ``runner``: evaluators chosen by name from ``config.eval`` and ``run_evals`` for the train loop
   and the standalone ``jaxclr.evaluate`` entry point.
 
-The definitions follow ``REFERENCE.md`` ("Evaluation metrics" and "Geometry").
+The definitions follow docs/reference.md ("Evaluation metrics" and "Geometry").
+
+May import losses, logs (tables), data and the foundations; never the trainer.
 """

@@ -14,7 +14,7 @@ Facts shipped as data, with their sources:
   sorted), which is the order of TFDS's imagenet2012 'label' (whose names are WordNet ids).
   The list still names two classes "missile" (657 and 744, 'missile' and 'projectile, missile'
   in WordNet): their class embeddings are identical, so under the rule that ties count against
-  the model (REFERENCE.md) neither can be a top-1 hit.
+  the model (docs/reference.md) neither can be a top-1 hit.
 """
 
 CIFAR10 = (

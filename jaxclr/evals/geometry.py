@@ -2,7 +2,7 @@
 
 Alignment and (cross-)uniformity are the objectives of ``jaxclr.losses`` evaluated on the eval
 set; the gap metrics (centroid distance, mean positive cosine, relative alignment) are defined
-in REFERENCE.md ("Gap metrics"), tolerance in "Measures the studies use". Inputs are
+in docs/reference.md ("Gap metrics"), tolerance in "Measures the studies use". Inputs are
 L2-normalised ``zimg, ztxt`` [N, D], row i a pair.
 """
 import jax
@@ -93,7 +93,7 @@ def geometry_metrics(zimg: np.ndarray, ztxt: np.ndarray, max_points: int | None 
 def tolerance(z: np.ndarray, labels: np.ndarray) -> float:
     """Wang & Liu's tolerance: mean_{i != j, c_i = c_j} z_i.z_j over rows with label != -1.
 
-    NaN when no two rows share a class or when a kept row is not finite (REFERENCE.md).
+    NaN when no two rows share a class or when a kept row is not finite (docs/reference.md).
     """
     z, labels = np.asarray(z, np.float64), np.asarray(labels)
     keep = labels != -1

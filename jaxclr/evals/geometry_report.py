@@ -1,6 +1,6 @@
 """Geometry report of paired embeddings: numbers (``geometry.json``) and two figures (PNG).
 
-REFERENCE.md, "Geometry" and "Measures the studies use". Inputs are ``zimg, ztxt`` [N, D]
+docs/reference.md, "Geometry" and "Measures the studies use". Inputs are ``zimg, ztxt`` [N, D]
 float arrays, L2-normalised (as the towers return them; not normalised again here), row i a
 matched pair, N >= 2. ``write_report(out_dir, zimg, ztxt, ...)`` writes into ``out_dir``:
 

@@ -6,7 +6,7 @@ embeddings of labelled train images and score it on the eval split's images. Her
 classifier is scikit-learn's ``LogisticRegression`` (lbfgs, multinomial over the classes seen in
 the fit subset) with inverse regularisation strength ``c`` and at most ``MAX_ITER`` iterations.
 
-Degenerate inputs get no score (REFERENCE.md, "Ties and non-finite scores"): non-finite
+Degenerate inputs get no score (docs/reference.md, "Ties and non-finite scores"): non-finite
 embeddings give NaN, and so does a task whose fit subset has fewer than two classes (nothing
 to separate) or whose eval rows are all unlabelled. Rows labelled -1 (task does not apply) are
 left out of both the fit and the score.

@@ -26,14 +26,13 @@ def _object_prompts(*slots) -> tuple[str, ...]:
 # it and everything else is ensembled over (CLIP-style prompt ensembling): the class embedding
 # of 'red' is the normalised mean over "a small red circle at the top", "a red square on the
 # left", ... . The position phrases matter: the captions of single objects always carry one,
-# and prompts without one are read less reliably (measured in README.md).
+# and prompts without one are read less reliably (experiments/tiny_recipe/README.md).
 COLOR_TEMPLATES = _object_prompts((*SIZES, ""), ("{}",), tuple(SHAPES))
 
 SHAPE_TEMPLATES = _object_prompts((*SIZES, ""), (*COLORS, ""), ("{}",))
 
 # The digits' own caption templates, the class name in {name} ('seven') and its numeral in {index}
-# (label index = numeral). Prompts worded otherwise are read less well: the same checkpoint
-# scored 0.805 with a generic list and 0.950 with these (README, "Real digits").
+# (label index = numeral): prompts worded like the captions they were trained on.
 DIGIT_TEMPLATES = tuple(t.format(word="{name}", n="{index}") for t in CAPTION_TEMPLATES)
 
 DEFAULT_TEMPLATES = (

@@ -1,7 +1,7 @@
 """The final table of a run: every eval metric next to the chance level of each zero-shot task."""
 from __future__ import annotations
 
-from jaxclr.metrics import format_table
+from jaxclr.logs.tables import format_table
 
 
 def chance_levels(class_names) -> dict[str, float]:

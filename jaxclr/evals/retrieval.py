@@ -5,7 +5,7 @@ are given by group ids: each row has one id, or several (a [rows, K] array, -1 =
 and a query and a candidate are partners when they share an id. Identical captions share an id,
 and an image with several captions carries the ids of all of them, so an image query hits when
 any of its captions is in its top k, and a caption query hits when its image is. Ties count
-against the model (REFERENCE.md): a candidate tied with the query's best partner ranks ahead of
+against the model (docs/reference.md): a candidate tied with the query's best partner ranks ahead of
 it unless it is a partner itself, and a query whose scores are not all finite is a miss.
 ``recall_at_k`` over embeddings that are not all finite is NaN. Only a [chunk, N] similarity
 block exists at any time, so N of ~50k fits in memory.

@@ -15,7 +15,7 @@ read from ``eval_cfg``:
   inverse regularisation strength; its fit examples, ``probe_examples``, are read by
   ``tasks.eval_set``).
 
-Degenerate models get no score (REFERENCE.md, "Ties and non-finite scores"): in zero-shot and
+Degenerate models get no score (docs/reference.md, "Ties and non-finite scores"): in zero-shot and
 retrieval ranks, ties count against the model, and an evaluator whose embeddings are not all
 finite reports NaN for each of its metrics.
 """
@@ -42,7 +42,7 @@ class Evaluator:
         self.cfg = eval_cfg
         self.eval_set = eval_set
         self.tokenize = tokenize
-        self.batch_size = int(eval_cfg.get("batch_size", 256))
+        self.batch_size = int(eval_cfg["batch_size"])
 
     def embeddings(self, embed_image: EmbedFn, embed_text: EmbedFn, embeddings: EvalEmbeddings | None):
         if embeddings is None:
@@ -95,7 +95,7 @@ class RetrievalEvaluator(Evaluator):
 
     def run(self, embed_image, embed_text, embeddings=None):
         emb = self.embeddings(embed_image, embed_text, embeddings)
-        ks = tuple(self.cfg.get("recall_ks", (1, 5, 10)))
+        ks = tuple(self.cfg["recall_ks"])
         for key, value in recall_at_k(emb.image, emb.text, emb.image_groups(), emb.text_group, ks=ks).items():
             yield f"retrieval/{key}", value
 
@@ -103,13 +103,13 @@ class RetrievalEvaluator(Evaluator):
 class GeometryEvaluator(Evaluator):
     """Alignment, uniformity and modality-gap metrics of the eval set: 'geometry/alignment', ...
     Pairs are (image, its first caption). Then 'geometry/tolerance_<task>' for every task of the
-    eval split with a labelled example: the image embeddings' tolerance (REFERENCE.md)."""
+    eval split with a labelled example: the image embeddings' tolerance (docs/reference.md)."""
     name = "geometry"
 
     def run(self, embed_image, embed_text, embeddings=None):
         emb = self.embeddings(embed_image, embed_text, embeddings)
         rows, first = np.unique(emb.text_image, return_index=True)
-        max_points = self.cfg.get("geometry_max_points", 8192)
+        max_points = self.cfg["geometry_max_points"]
         for key, value in geometry_metrics(emb.image[rows], emb.text[first], max_points=max_points).items():
             yield f"geometry/{key}", value
         names = {task.label: task.name for task in self.eval_set.tasks}
@@ -133,7 +133,7 @@ class LinearProbeEvaluator(Evaluator):
         fit = embed_split(self.eval_set.probe_split, embed_image, None, None, self.batch_size)
         names = {task.name: task.label for task in self.eval_set.tasks}
         yield from probe_metrics(fit.image, fit.labels, emb.image, emb.labels, names,
-                                 c=float(self.cfg.get("probe_c", 1.0))).items()
+                                 c=float(self.cfg["probe_c"])).items()
 
 
 EVALUATORS = {cls.name: cls for cls in (ZeroShotEvaluator, RetrievalEvaluator, GeometryEvaluator,
@@ -142,7 +142,7 @@ EVALUATORS = {cls.name: cls for cls in (ZeroShotEvaluator, RetrievalEvaluator, G
 
 def build_evaluators(eval_cfg, eval_set: EvalSet, tokenize: Tokenize) -> list[Evaluator]:
     """Evaluators named by ``eval_cfg.evaluators``, in that order; an unknown name is a ValueError."""
-    names = list(eval_cfg.get("evaluators", ()))
+    names = list(eval_cfg["evaluators"])
     unknown = [name for name in names if name not in EVALUATORS]
     if unknown:
         raise ValueError(f"unknown evaluator(s) {unknown}; known: {sorted(EVALUATORS)}")
@@ -163,6 +163,6 @@ def run_evals(eval_cfg, eval_set: EvalSet, tokenize: Tokenize, embed_image: Embe
         return {}
     if embeddings is None:
         embeddings = embed_split(eval_set.split, embed_image, embed_text, tokenize,
-                                 int(eval_cfg.get("batch_size", 256)))
+                                 int(eval_cfg["batch_size"]))
     return {name: float(value) for evaluator in evaluators
             for name, value in evaluator.run(embed_image, embed_text, embeddings)}

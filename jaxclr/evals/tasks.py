@@ -28,7 +28,7 @@ import re
 
 import ml_collections
 
-from jaxclr.data import datasets, eval_stream, pipeline, tokenizer
+from jaxclr.data import datasets, eval_stream, pipeline, text
 from jaxclr.evals import classnames, prompts
 
 # TFDS name (without config or version) -> (class names in label order, templates).
@@ -160,21 +160,21 @@ def probe_split(config) -> eval_stream.RecordSplit:
 
 def eval_set(config) -> EvalSet:
     """The EvalSet of a run (module docstring)."""
-    entries = tuple(config.eval.get("zeroshot_datasets", ()))
-    probe = probe_split(config) if "linear_probe" in tuple(config.eval.get("evaluators", ())) else None
+    entries = tuple(config.eval.zeroshot_datasets)
+    probe = probe_split(config) if "linear_probe" in tuple(config.eval.evaluators) else None
     return EvalSet(split=eval_stream.eval_split(config), tasks=dataset_tasks(config.data),
                    zeroshot=tuple(zeroshot_split(entry, config.data) for entry in entries), probe_split=probe)
 
 
 def tokenize_fn(data_cfg):
     """The evaluators' tokenizer, the one training uses (data.tokenizer): list of N str -> int32 [N, data.max_len]."""
-    return functools.partial(tokenizer.from_config(data_cfg).encode_batch, max_len=int(data_cfg.max_len))
+    return functools.partial(text.from_config(data_cfg).encode_batch, max_len=int(data_cfg.max_len))
 
 
 def chance_class_names(config) -> dict[str, tuple[str, ...]]:
     """Metric stem -> class names of every zero-shot task of a run (for the report's chance levels)."""
     names = {t.name: t.class_names for t in dataset_tasks(config.data)}
-    for entry in config.eval.get("zeroshot_datasets", ()):
+    for entry in config.eval.zeroshot_datasets:
         cfg = ml_collections.ConfigDict(config.data.to_dict())
         cfg.name = parse_entry(entry)[0]
         names.update({t.name: t.class_names for t in dataset_tasks(cfg, stem=entry.replace(":", "_"))})

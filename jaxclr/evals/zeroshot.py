@@ -45,7 +45,7 @@ def _normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def class_embeddings(embed_text: EmbedFn, class_names: Sequence[str], templates: Sequence[str],
                      tokenize: Tokenize, batch_size: int) -> np.ndarray:
     """Class embeddings [C, D] float32: per class, the normalised mean over templates of the
-    normalised text embedding of the template filled with the class name (REFERENCE.md).
+    normalised text embedding of the template filled with the class name (docs/reference.md).
 
     A template is filled by ``template.format(name, name=name, index=c)``: ``{}`` and ``{name}``
     take the class name, ``{index}`` its label index c.
@@ -65,7 +65,7 @@ def class_embeddings(embed_text: EmbedFn, class_names: Sequence[str], templates:
 def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Rank (0 = best) of each row's label among its scores [N, C].
 
-    Ties count against the model (REFERENCE.md): every other class with a score >= the label's
+    Ties count against the model (docs/reference.md): every other class with a score >= the label's
     ranks ahead of it, so rank 0 means the label's score is strictly the highest. A row whose
     scores are not all finite is a miss (rank C).
     """

@@ -1,8 +1,10 @@
-"""Contrastive objectives on global arrays (any mesh); see shared/REFERENCE.md.
+"""Contrastive objectives on global arrays (any mesh); see docs/reference.md.
 
 Every function takes ``mesh=None`` (else the ambient mesh), ``impl`` in
 {'streamed', 'gather'} and ``block_size`` keywords and returns the value over the
 whole global batch.
+
+Imports nothing of jaxclr outside this folder (a bottom layer beside models).
 """
 from jaxclr.losses.contrastive import clip_loss, dcl_loss, sigmoid_loss
 from jaxclr.losses.engine import IMPLS, pair_stats

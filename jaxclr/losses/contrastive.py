@@ -1,6 +1,6 @@
 """Pairwise contrastive objectives: CLIP (softmax InfoNCE), SigLIP (sigmoid), DCL.
 
-Definitions in shared/REFERENCE.md. Inputs are global, L2-normalised [N, D]
+Definitions in docs/reference.md. Inputs are global, L2-normalised [N, D]
 embeddings; ``engine_kw`` (mesh, impl, block_size) is passed to the engine.
 """
 from __future__ import annotations

@@ -15,10 +15,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxclr.config.choices import DEFAULT_BLOCK
 from jaxclr.losses import gather, sharding, streamed
 
 IMPLS = {"streamed": streamed.pair_stats, "gather": gather.pair_stats}
-DEFAULT_BLOCK = 1024
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
               "default": jax.lax.Precision.DEFAULT}
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from jaxclr.losses import sharding
 
-NEG = -1e30  # masked logit; finite so that exp(NEG - NEG) never makes NaN
+NEG = sharding.NEG
 
 
 def _body(x, y, scale, col_bias, *, axes, kind, exclude_diag, want_cols, precision):

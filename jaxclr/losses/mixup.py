@@ -1,6 +1,6 @@
 """Geodesic multimodal mixup: slerp, m2-mix, and the uni-modal V-mix / L-mix.
 
-Definitions in shared/REFERENCE.md ("Geodesic multimodal mixup"). Unlike the
+Definitions in docs/reference.md ("Geodesic multimodal mixup"). Unlike the
 public reference code, arccos is guarded (finite gradients at a = +-b), the two
 directions are averaged, and the mixed logits are multiplied by a scale.
 """

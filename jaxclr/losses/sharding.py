@@ -14,7 +14,9 @@ import math
 import jax
 from jax.sharding import PartitionSpec as P
 
-BATCH_AXIS_NAMES = ("data", "fsdp")
+from jaxclr.parallel import BATCH_AXES
+
+NEG = -1e30  # the masked logit of both engines; finite so that exp(NEG - NEG) never makes NaN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,7 @@ def resolve(mesh=None) -> Placement:
         mesh = None if ambient.empty else ambient
     if mesh is None:
         return Placement(None, None)
-    axes = tuple(a for a in mesh.axis_names if a in BATCH_AXIS_NAMES)
+    axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES)
     if not axes:
         return Placement(None, None)
     return Placement(mesh, axes)

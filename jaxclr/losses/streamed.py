@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from jaxclr.losses import sharding
 
-NEG = -1e30  # masked logit; finite so that exp(NEG - NEG) never makes NaN
+NEG = sharding.NEG
 
 
 class _Ring:
@@ -191,7 +191,7 @@ def _engine(placement, kind, exclude_diag, want_cols, block_size, precision):
     return stats
 
 
-def pair_stats(x, y, scale, col_bias, *, placement, kind, exclude_diag, want_cols, block_size=1024,
+def pair_stats(x, y, scale, col_bias, *, placement, kind, exclude_diag, want_cols, block_size,
                precision=jax.lax.Precision.HIGHEST):
     """Row (and column) statistics of the logits l_ij = scale x_i.y_j + col_bias_j.
 

@@ -17,7 +17,7 @@ Memory at scale (``Encoder``, set from ``model.remat`` / ``model.scan_layers``):
   axis, built with ``nnx.vmap``) and applies them with ``nnx.scan``: one block is traced
   and compiled instead of ``depth``. The names inside a block are unchanged
   (``blocks/attn/qkv/kernel`` instead of ``blocks/<i>/attn/qkv/kernel``), so weight decay
-  by param name (``jaxclr.optim.param_role``) is the same. Scanned and unscanned encoders
+  by param name (``jaxclr.trainer.optim.param_role``) is the same. Scanned and unscanned encoders
   compute the same function (see ``stack_blocks``).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Text transformer tower: token ids [B, L] -> pooled [B, width] float32.
 
-Token conventions (shared by every tokenizer of jaxclr.data.tokenizer): 0 is PAD, 2 is EOS.
-Causal mode pools at the first EOS (CLIP); bidirectional mode masks padding and
+The pad and end-of-text ids are the tokenizer's (`pad_id`, `eos_id`; jaxclr's tokenizers use 0
+and 2, released models others). Causal mode pools at the first EOS (CLIP); bidirectional mode masks padding and
 mean-pools over the non-pad tokens. With ``patch_size = p > 1`` every p consecutive
 tokens (bytes, or pieces) are embedded into one sequence position, like image patches: the
 sequence is p times shorter (attention and MLP cost drop ~p-fold) while the
@@ -16,15 +16,12 @@ from flax import nnx
 
 from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
 
-PAD_ID = 0
-EOS_ID = 2
 
-
-def eos_positions(tokens: jax.Array) -> jax.Array:
+def eos_positions(tokens: jax.Array, pad_id: int, eos_id: int) -> jax.Array:
     """Index of the first EOS per row; rows without EOS use their last non-pad token (0 if all pad)."""
-    is_eos = tokens == EOS_ID
+    is_eos = tokens == eos_id
     first_eos = jnp.argmax(is_eos, axis=1)
-    nonpad = tokens != PAD_ID
+    nonpad = tokens != pad_id
     last_nonpad = tokens.shape[1] - 1 - jnp.argmax(nonpad[:, ::-1], axis=1)
     last_nonpad = jnp.where(jnp.any(nonpad, axis=1), last_nonpad, 0)
     return jnp.where(jnp.any(is_eos, axis=1), first_eos, last_nonpad)
@@ -36,8 +33,8 @@ class TextTransformer(nnx.Module):
     Args:
       cfg_text: mapping with max_len, width, depth, heads, mlp_ratio, causal[, patch_size].
       dtype: compute dtype (name or dtype); parameters are float32.
-      vocab_size: rows of the token table, the tokenizer's vocab_size (not a config key: the
-        vocabulary follows data.tokenizer).
+      vocab_size, pad_id, eos_id: the tokenizer's vocabulary size (rows of the token table) and
+        its padding and end-of-text ids (not config keys: they follow data.tokenizer).
       rngs: nnx.Rngs with a 'params' stream.
       remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
         jaxclr.models.layers); they never change the function.
@@ -46,12 +43,13 @@ class TextTransformer(nnx.Module):
     'encoder' (blocks + final norm).
     """
 
-    def __init__(self, cfg_text, dtype="float32", *, vocab_size: int, rngs: nnx.Rngs, remat: str = "none",
-                 scan_layers: bool = False):
+    def __init__(self, cfg_text, dtype="float32", *, vocab_size: int, pad_id: int, eos_id: int, rngs: nnx.Rngs,
+                 remat: str = "none", scan_layers: bool = False):
         self.dtype = compute_dtype(dtype)
         self.vocab_size, self.max_len = int(vocab_size), int(cfg_text["max_len"])
+        self.pad_id, self.eos_id = int(pad_id), int(eos_id)
         self.width, self.causal = int(cfg_text["width"]), bool(cfg_text["causal"])
-        self.patch = int(cfg_text.get("patch_size", 1))
+        self.patch = int(cfg_text["patch_size"])
         if self.width % self.patch:
             raise ValueError(f"model.text.width {self.width} must be divisible by patch_size {self.patch}")
         init = nnx.initializers.normal(stddev=0.02)
@@ -71,21 +69,23 @@ class TextTransformer(nnx.Module):
         if length > self.max_len:
             raise ValueError(f"token length {length} exceeds model.text.max_len {self.max_len}")
         if length % self.patch:
-            tokens = jnp.pad(tokens, ((0, 0), (0, self.patch - length % self.patch)), constant_values=PAD_ID)
+            tokens = jnp.pad(tokens, ((0, 0), (0, self.patch - length % self.patch)), constant_values=self.pad_id)
         x = rearrange(self.token(tokens), "b (n p) d -> b n (p d)", p=self.patch)
         length = x.shape[1]
         x = (x + self.pos_embedding[:, :length]).astype(self.dtype)
-        if self.patch > 1:  # a patch is PAD when all its bytes are; it is EOS when it holds the first EOS
+        if self.patch > 1:  # a patch is PAD when all its bytes are, EOS when it holds the first EOS, else -1
             grouped = rearrange(tokens, "b (n p) -> b n p", p=self.patch)
-            eos_patch = jnp.arange(length)[None] == eos_positions(tokens)[:, None] // self.patch
-            tokens = jnp.where(eos_patch, EOS_ID, jnp.where(jnp.all(grouped == PAD_ID, -1), PAD_ID, 3))
+            eos_at = eos_positions(tokens, self.pad_id, self.eos_id)
+            eos_patch = jnp.arange(length)[None] == eos_at[:, None] // self.patch
+            all_pad = jnp.all(grouped == self.pad_id, -1)
+            tokens = jnp.where(eos_patch, self.eos_id, jnp.where(all_pad, self.pad_id, -1))
         if self.causal:
             mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
             x = self.encoder(x, mask)
-            pos = eos_positions(tokens)
+            pos = eos_positions(tokens, self.pad_id, self.eos_id)
             pooled = jnp.take_along_axis(x, pos[:, None, None], axis=1)[:, 0]
             return pooled.astype(jnp.float32)
-        keep = tokens != PAD_ID
+        keep = tokens != self.pad_id
         x = self.encoder(x, keep[:, None, None, :])
         weights = keep.astype(jnp.float32)[..., None]
         total = jnp.sum(x.astype(jnp.float32) * weights, axis=1)

@@ -5,7 +5,7 @@ features are float32, and the final projections and the L2 normalisation run in
 float32 at ``Precision.HIGHEST`` whatever the tower dtype, so embeddings (and every
 loss and eval built on them) are full float32.
 
-Param names are what ``jaxclr.optim.param_role`` reads to decide weight decay:
+Param names are what ``jaxclr.trainer.optim.param_role`` reads to decide weight decay:
 'kernel' (dense/conv weights), 'embedding' (the token table), 'pos_embedding',
 'cls_embedding', norm 'scale'/'bias', and the logit parameters under 'logit' as
 'log_scale' and (only when model.learn_bias) 'bias'.
@@ -48,19 +48,19 @@ class TwoTower(nnx.Module):
         learn_bias, init_bias). max_scale is enforced by the optimiser (``optim.project``)
         and only checked against init_scale here.
       image_size: side of the square input images (config.data.image_size).
-      vocab_size: rows of the token table: the tokenizer's vocab_size (jaxclr.data.tokenizer).
+      vocab_size, pad_id, eos_id: the tokenizer's (jaxclr.data.text): rows of the token table, the
+        padding and end-of-text ids.
       rngs: nnx.Rngs with a 'params' stream.
-      micro_batches: train.micro_batches; only model.image.stem_impl='auto' reads it
-        (``vit.resolve_stem_impl``), and it never changes the function.
     """
 
-    def __init__(self, cfg_model, image_size: int, *, vocab_size: int, rngs: nnx.Rngs, micro_batches: int = 1):
+    def __init__(self, cfg_model, image_size: int, *, vocab_size: int, pad_id: int, eos_id: int, rngs: nnx.Rngs):
         dtype = compute_dtype(cfg_model["dtype"])
         embed_dim = int(cfg_model["embed_dim"])
         self.learn_bias = bool(cfg_model["learn_bias"])
         memory = dict(remat=cfg_model["remat"], scan_layers=bool(cfg_model["scan_layers"]))
-        self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, micro_batches=micro_batches, **memory)
-        self.text = TextTransformer(cfg_model["text"], dtype, vocab_size=vocab_size, rngs=rngs, **memory)
+        self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, **memory)
+        self.text = TextTransformer(cfg_model["text"], dtype, vocab_size=vocab_size, pad_id=pad_id, eos_id=eos_id,
+                                    rngs=rngs, **memory)
         proj = dict(use_bias=False, dtype=jnp.float32, param_dtype=PARAM_DTYPE,
                     precision=jax.lax.Precision.HIGHEST, rngs=rngs)
         self.image_proj = nnx.Linear(self.image.width, embed_dim, **proj)

@@ -10,7 +10,7 @@ features, which small ViTs trained briefly need to tell shapes apart.
 function with the same params: ``'conv'`` (XLA convolutions) or ``'matmul'`` (each 3x3
 stride-2 convolution as nine strided slices and one matmul, ``conv3x3_s2_matmul``). XLA:CPU
 runs convolutions inside a loop body (GradCache's micro-batch ``lax.scan``) far slower than
-matmuls (README, "GradCache cost"). ``'auto'`` (the presets' setting, ``resolve_stem_impl``)
+matmuls (docs/performance.md, "GradCache cost"). ``'auto'`` (the presets' setting, ``resolve_stem_impl``)
 takes 'matmul' where that was measured to pay, GradCache (``train.micro_batches > 1``) on
 the CPU backend, and 'conv' everywhere else.
 """
@@ -71,14 +71,13 @@ class ViT(nnx.Module):
       rngs: nnx.Rngs with a 'params' stream.
       remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
         jaxclr.models.layers); they never change the function.
-      micro_batches: train.micro_batches, read only by stem_impl='auto' (`resolve_stem_impl`).
 
     Params: 'patch' (Linear on flattened patches), 'pos_embedding' [1, T, width],
     'cls_embedding' [1, 1, width] (only for 'tok' pooling), 'encoder' (blocks + final norm).
     """
 
     def __init__(self, cfg_image, image_size: int, dtype="float32", *, rngs: nnx.Rngs, remat: str = "none",
-                 scan_layers: bool = False, micro_batches: int = 1):
+                 scan_layers: bool = False):
         patch, width, pool = int(cfg_image["patch_size"]), int(cfg_image["width"]), cfg_image["pool"]
         if image_size % patch:
             raise ValueError(f"image_size {image_size} is not divisible by model.image.patch_size {patch}")
@@ -87,11 +86,12 @@ class ViT(nnx.Module):
         self.dtype = compute_dtype(dtype)
         self.patch_size, self.image_size, self.width, self.pool = patch, image_size, width, pool
         self.num_patches = (image_size // patch) ** 2
-        channels = (3, *(int(c) for c in cfg_image.get("stem", ())))
+        channels = (3, *(int(c) for c in cfg_image["stem"]))
         self.reduce = 2 ** (len(channels) - 1)  # resolution lost in the stem
         if patch % self.reduce:
             raise ValueError(f"patch_size {patch} must be divisible by 2**len(model.image.stem) = {self.reduce}")
-        self.stem_impl = resolve_stem_impl(cfg_image.get("stem_impl", "conv"), micro_batches)
+        # 'auto' is resolved where the train state is built (it depends on train.micro_batches)
+        self.stem_impl = resolve_stem_impl(cfg_image["stem_impl"])
         self.stem = nnx.List([nnx.Conv(cin, cout, (3, 3), strides=2, padding="SAME", dtype=self.dtype,
                                        param_dtype=PARAM_DTYPE, rngs=rngs)
                               for cin, cout in zip(channels[:-1], channels[1:])])

@@ -1,0 +1,47 @@
+"""A run directory's saved config brought up to today's keys.
+
+A config.json written before a key existed lacks it. `fill_missing` adds each such key with
+the value the code used before the key existed, so an old run restores, resumes and evaluates
+exactly as it did, and the code reads every key strictly (no `cfg.get(key, default)` that
+could drift from the config files' defaults).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# key -> the value the code used while the key did not exist (not today's default where they differ)
+ADDED_KEYS = {
+    "data.tokenizer": "bytes",
+    "data.tokenizer_model": "",
+    "data.lowercase": False,
+    "model.freeze": "",
+    "model.learn_scale": True,
+    "model.image.stem": (),
+    "model.image.stem_impl": "conv",
+    "model.text.patch_size": 1,
+    "train.micro_batches": 1,
+    "train.allow_config_change": False,
+    "train.malloc_mmap_threshold_kib": 0,
+    "eval.batch_size": 256,
+    "eval.evaluators": (),
+    "eval.zeroshot_datasets": (),
+    "eval.recall_ks": (1, 5, 10),
+    "eval.geometry_max_points": 8192,
+    "eval.probe_c": 1.0,
+}
+
+
+def fill_missing(config: ml_collections.ConfigDict) -> list[str]:
+    """Adds every key of ADDED_KEYS that `config` lacks (in place); returns the keys it added."""
+    added = []
+    for key, value in ADDED_KEYS.items():
+        *sections, name = key.split(".")
+        node = config
+        for section in sections:
+            if section not in node:
+                node[section] = ml_collections.ConfigDict()
+            node = node[section]
+        if name not in node:
+            node[name] = value
+            added.append(key)
+    return added

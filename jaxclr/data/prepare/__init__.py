@@ -1,0 +1,9 @@
+"""Importing your data: images + captions -> a TFDS array_record dataset read by name.
+
+    convert.py  `python -m jaxclr.data.prepare`: the flags, the split by key hash, the shard loop
+    sources.py  the inputs: CSV/JSONL manifests, webdataset tar shards, class folders
+    images.py   decoding, resizing and re-encoding one image
+    writer.py   array_record shards, their reports, and the TFDS metadata
+
+May import jaxclr.data's datasets, config and paths.
+"""
