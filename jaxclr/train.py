@@ -131,9 +131,9 @@ def set_up(config, workdir: str, cleanup: contextlib.ExitStack) -> Run | None:
     # ------------------------------------------------------------------ evals and logs
     evaluators = runner.build_evaluators(config.eval, eval_set, tokenize)
     embed = state_lib.embed_fns(spec.graphdef, mesh)   # compiled once, reused by every eval
-    sinks = []
+    sinks, project = [], config.log.wandb_project
     if config.log.wandb and jax.process_index() == 0:
-        sinks.append(WandbWriter(workdir, config, config.log.wandb_project, run_info.read_run_info(workdir)))
+        sinks.append(WandbWriter(workdir, config, project, run_info.read_run_info(workdir)))
     writer = MetricWriter(workdir, resume_step=start, sinks=sinks)   # drops what an earlier attempt logged after start
     cleanup.callback(writer.close)
     profile = ProfileWindow(config.train.profile_steps, int(config.train.total_steps), workdir)

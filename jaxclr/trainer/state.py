@@ -35,9 +35,12 @@ class StateSpec:
 def _model(config, seed):
     """The model of `config`; its token table has the rows of the data's tokenizer (`jaxclr.data.text.from_config`)."""
     tok = text.from_config(config.data)
-    model_cfg = config.model.copy_and_resolve_references()
-    # stem_impl='auto' picks the stem for GradCache (train.micro_batches) on this backend
-    model_cfg.image.stem_impl = vit.resolve_stem_impl(model_cfg.image.stem_impl, int(config.train.micro_batches))
+    # config.model with model.image.stem_impl resolved: 'auto' picks the stem for GradCache
+    # (train.micro_batches) on this backend. Plain dicts over the config's own nodes, so every key
+    # the towers read is read from the config.
+    stem_impl = vit.resolve_stem_impl(config.model.image.stem_impl, int(config.train.micro_batches))
+    image = {key: config.model.image[key] for key in config.model.image}
+    model_cfg = {**{key: config.model[key] for key in config.model}, "image": {**image, "stem_impl": stem_impl}}
     return TwoTower(model_cfg, config.data.image_size, vocab_size=tok.vocab_size, pad_id=tok.pad_id,
                     eos_id=tok.eos_id, rngs=nnx.Rngs(seed))
 
