@@ -33,7 +33,7 @@ from jaxclr.evals.report import report_table
 from jaxclr.logs.metrics import MetricWriter
 from jaxclr.trainer import run_info, validate
 from jaxclr.trainer import state as state_lib
-from jaxclr.trainer.checkpoint import Checkpointer, CheckpointFormatError
+from jaxclr.trainer.checkpoint import Checkpointer, CheckpointFormatError, NoGoodCheckpoint
 
 
 def evaluate(config, workdir: str, step: int | None = None, geometry: bool = False) -> tuple[int, dict[str, float]]:
@@ -115,19 +115,33 @@ def main(argv):
         if config is None:
             config = run_info.load_saved_config(workdir, flags.FLAGS.step)
             apply_overrides(config, SAVED_CONFIG_OVERRIDES)
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
+    except (FileNotFoundError, ValueError) as e:   # no run here; a config.json that is not JSON
+        configlib.exit_with_errors([f"--workdir={workdir}: {str(e).splitlines()[0]}"])
     validate.check_or_exit(config, training=False)   # one `error: <key>: ...` line per problem, exit code 2
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)   # orbax is chatty at INFO
+    problem = missing_checkpoint(workdir, flags.FLAGS.step)
+    if problem:
+        configlib.exit_with_errors([problem])
     try:
         step, results = evaluate(config, workdir, flags.FLAGS.step, geometry=flags.FLAGS.geometry)
-    except (FileNotFoundError, CheckpointFormatError, GeometryReportError) as e:
+    except (FileNotFoundError, CheckpointFormatError, NoGoodCheckpoint, GeometryReportError) as e:
         sys.exit(f"error: {e}")
     if jax.process_index() == 0:
         print(f"checkpoint step {step}")
         print(report_table(results, tasks.chance_class_names(config)))
         if flags.FLAGS.geometry:
             print(f"geometry report: {paths.resolve(workdir) / 'geometry' / f'step_{step}'}")
+
+
+def missing_checkpoint(workdir, step: int | None) -> str | None:
+    """What is wrong when `workdir` has no checkpoint to evaluate (at `step`), else None."""
+    root = paths.resolve(workdir) / "checkpoints"   # finished steps are directories named by the step
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+    if not steps:
+        return f"--workdir={workdir}: no checkpoint in {workdir}/checkpoints; train first (python -m jaxclr.train)"
+    if step is not None and step not in steps:
+        return f"--step={step}: not a checkpoint of {workdir}; its checkpoints are at steps {steps}"
+    return None
 
 
 SAVED_CONFIG_OVERRIDES: list[str] = []   # `--config.KEY=VALUE` for the saved config (no --config given)

@@ -32,3 +32,30 @@ def resolve(path: str | os.PathLike) -> epath.Path:
         return epath.Path(text)
     except KeyError:   # epath raises a bare KeyError for a scheme it has no class for
         raise ValueError(f"unsupported URL scheme in {text!r} (epath supports gs://, s3://, az://, hf://)") from None
+
+
+def not_a_directory(path: str | os.PathLike) -> str | None:
+    """What is wrong when local `path` exists but is not a directory (None otherwise); creates nothing."""
+    text = os.fspath(path)
+    if not is_url(text) and os.path.exists(os.path.expanduser(text)) and not os.path.isdir(os.path.expanduser(text)):
+        return "is a file, not a directory; pass a directory"
+    return None
+
+
+def creatable(path: str | os.PathLike) -> str | None:
+    """None when `path` is a directory or can be made one (it is made); else what is wrong, for an
+    `error:` line. URLs are only checked for a supported scheme: their buckets are made by their owners."""
+    try:
+        directory = resolve(path)
+    except ValueError as e:
+        return str(e)
+    if is_url(directory):
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        return f"cannot create this directory ({reason}); pass a directory you can write to"
+    if not os.access(directory, os.W_OK):
+        return "this directory is not writable; pass a directory you can write to"
+    return None

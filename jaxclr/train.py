@@ -46,7 +46,7 @@ def print_process0(message: str) -> None:
 
 @dataclasses.dataclass
 class Run:
-    """Everything the loop needs, spec by `set_up`; what must be closed is on the ExitStack."""
+    """Everything the loop needs, built by `set_up`; what must be closed is on the ExitStack."""
 
     config: object
     mesh: object
@@ -65,7 +65,9 @@ class Run:
 
 def train(config, workdir: str) -> dict[str, float]:
     """Runs (or resumes) training; returns the final eval metrics ({} when it stops early to resume later)."""
-    validate.check(config)   # every problem of the config at once (ConfigError), before anything is spec
+    validate.check(config)   # every problem of the config at once (ConfigError), before anything is built
+    for note in validate.notes(config):
+        print_process0(f"warning: {note}")
     host_memory.set_mmap_threshold(config.train.malloc_mmap_threshold_kib)   # before the big buffers
     with contextlib.ExitStack() as cleanup:
         run = set_up(config, workdir, cleanup)
@@ -234,8 +236,11 @@ def main(argv):
     del argv
     if not flags.FLAGS.workdir:
         configlib.exit_with_errors(["--workdir: is required; pass --workdir=DIR (the run directory)"])
+    problem = paths.creatable(flags.FLAGS.workdir)
+    if problem:
+        configlib.exit_with_errors([f"--workdir={flags.FLAGS.workdir}: {problem}"])
     config = flags.FLAGS.config
-    validate.check_or_exit(config)   # bad values: one `error: <key>: ...` line each, exit code 2, nothing spec
+    validate.check_or_exit(config)   # bad values: one `error: <key>: ...` line each, exit code 2, nothing built
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
     start = time.time()
     try:

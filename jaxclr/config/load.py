@@ -97,6 +97,9 @@ def override_problems(argv, flag="config", default: str | None = None) -> list[s
         config = load(spec)
     except (FileNotFoundError, ValueError) as e:
         return [f"--{flag}={spec}: {e}"]
+    except Exception as e:  # noqa: BLE001 - a config file that does not run (a syntax error, a bad import)
+        where = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
+        return [f"--{flag}={spec}: the file does not load{where}: {type(e).__name__}: {str(e).splitlines()[0]}"]
     return [m for m in (unknown_key_message(config, key) for key in overrides) if m]
 
 

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import sys
 
 import numpy as np
 
@@ -122,7 +123,11 @@ def main(argv=None):
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--metrics", default="", help="comma-separated names (default: every eval metric)")
     args = parser.parse_args(argv)
-    runs = [final_metrics(w) for w in args.workdirs]
+    try:
+        runs = [final_metrics(w) for w in args.workdirs]
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     names = [m for m in args.metrics.split(",") if m] or sorted(
         {k for r in runs for k in r if is_eval_metric(k)})
     print(markdown(summarise(runs, names)))

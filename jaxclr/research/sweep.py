@@ -211,6 +211,10 @@ def main(argv=None) -> int:
         runs = grid.make_runs(config, args.grid, zip_grids=args.zip, fixed=tuple(fixed))
     except grid.GridError as e:
         configlib.exit_with_errors([str(e)])
+    problem = paths.not_a_directory(args.workdir) if args.print_commands or args.dry_run else \
+        paths.creatable(args.workdir)
+    if problem:
+        configlib.exit_with_errors([f"--workdir={args.workdir}: {problem}"])
     root = paths.resolve(args.workdir)
     if args.print_commands:
         env = environment(args.workdir)

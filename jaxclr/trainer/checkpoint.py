@@ -2,8 +2,9 @@
 
 One step directory per checkpoint, `<workdir>/<step>/` with these items:
 
-    meta/    `{"format_version": FORMAT_VERSION}` (JSON). `restore` reads it first and raises
-             `CheckpointFormatError` for a checkpoint without it or with another version.
+    meta/    `{"format_version": FORMAT_VERSION, "checksums": {leaf: hex}}` (JSON). `restore` reads
+             it first and raises `CheckpointFormatError` for a checkpoint without it or with another
+             version; the checksums (`jaxclr.trainer.checksums`) are of every array of the state.
     state/   the train-state pytree (params, optimiser state, step, rng key data), written by
              orbax's StandardSave; sharded arrays are written per shard and restored straight into
              the shardings of an abstract state.
@@ -20,8 +21,14 @@ writes in place and treats a step as finished only once `commit_success.txt` exi
 Leftover temporary directories are removed by a writable `Checkpointer` (in the background
 from its creation, finished before its first save or at `close`).
 
-Integrity: `restore_latest_good` restores the newest step that restores on every process.
-A step that fails (missing or corrupt files or metadata) is
+Integrity: every restore proves what it read. The state's checksums are computed on the devices
+when a step is saved and written with it (atomically, in the meta item); `restore` recomputes
+them on the restored arrays and raises `CorruptCheckpoint`, naming the first array that differs,
+on a mismatch. The checksums are of the global arrays and the same on every process, whatever
+the topology. A checkpoint written before checksums were recorded restores with a one-line
+warning. `restore_latest_good` restores the newest step that restores on every process.
+A step that fails (missing or corrupt files or metadata, an array that does not match its
+checksum) is
 reported in one line and moved aside as `<step>.corrupt` (a name orbax neither lists nor
 cleans up, so nothing is deleted), and the previous step is tried. A format-version mismatch
 is not corruption: it stops the run (`CheckpointFormatError`).
@@ -44,6 +51,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxclr import paths
+from jaxclr.trainer import checksums
 
 STATE_ITEM = "state"
 META_ITEM = "meta"
@@ -52,6 +60,10 @@ FORMAT_VERSION = 3
 
 
 CORRUPT_SUFFIX = ".corrupt"
+
+
+class CorruptCheckpoint(ValueError):
+    """A restored array does not match the checksum saved with it."""
 
 
 class CheckpointFormatError(ValueError):
@@ -87,7 +99,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | os.PathLike, every_steps: int = 1, keep: int | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, verify: bool = True):
         if every_steps < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if keep is not None and keep < 1:
@@ -97,6 +109,8 @@ class Checkpointer:
         self.every_steps = every_steps
         self.keep = keep
         self.read_only = read_only
+        self.verify = verify   # record checksums at save and check them at restore (off only to measure the cost)
+        self._warned_unverified = False
         self._skipped: set[int] = set()   # steps a read-only checkpointer found bad
         options = ocp.CheckpointManagerOptions(
             # The policy form of `save_interval_steps=every_steps`, minus orbax's default
@@ -128,8 +142,10 @@ class Checkpointer:
         step = int(step)
         if self.read_only or step in self.all_steps():
             return False
-        items = {META_ITEM: ocp.args.JsonSave({"format_version": FORMAT_VERSION}),
-                 STATE_ITEM: ocp.args.StandardSave(state)}
+        meta = {"format_version": FORMAT_VERSION}
+        if self.verify:   # before the save: the arrays may be donated once it returns
+            meta["checksums"] = checksums.state_checksums(state)
+        items = {META_ITEM: ocp.args.JsonSave(meta), STATE_ITEM: ocp.args.StandardSave(state)}
         return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=force))
 
     def all_steps(self) -> list[int]:
@@ -154,8 +170,9 @@ class Checkpointer:
                 raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
         self.check_format(step)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
-        restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
-        return restored[STATE_ITEM]
+        restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))[STATE_ITEM]
+        self._verify(step, restored)
+        return restored
 
     def restore_params(self, abstract_params: Any, step: int) -> Any:
         """Only `state['params']` of checkpoint `step`, laid out like `abstract_params` (an orbax
@@ -166,7 +183,9 @@ class Checkpointer:
         item = {"params": abstract_params}
         args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
                                       partial_restore=True)
-        return self._manager.restore(int(step), args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]["params"]
+        restored = self._manager.restore(int(step), args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
+        self._verify(step, restored, only_prefix="params/")
+        return restored["params"]
 
     def state_metadata(self, step: int) -> Any:
         """The saved state's tree at `step` with array metadata (`.shape`, `.dtype`) as leaves; reads no array."""
@@ -233,14 +252,37 @@ class Checkpointer:
         self._manager.reload()
         return target
 
-    def format_version(self, step: int) -> int | None:
-        """The format version stored in the checkpoint at `step` (None: it has no meta item)."""
+    def _meta(self, step: int) -> dict | None:
+        """The meta item of the checkpoint at `step` (None: it has none)."""
         try:
             meta = self._manager.restore(int(step), args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
         except KeyError:  # orbax: 'Item "meta" was not found in the checkpoint'
             return None
         meta = meta[META_ITEM]
-        return meta.get("format_version") if isinstance(meta, dict) else None
+        return meta if isinstance(meta, dict) else None
+
+    def format_version(self, step: int) -> int | None:
+        """The format version stored in the checkpoint at `step` (None: it has no meta item)."""
+        meta = self._meta(step)
+        return None if meta is None else meta.get("format_version")
+
+    def _verify(self, step: int, restored: Any, only_prefix: str = "") -> None:
+        """Raises CorruptCheckpoint unless every restored array (those under `only_prefix`) has the
+        checksum saved with step `step`; warns once when the step has no checksums."""
+        if not self.verify:
+            return
+        saved = (self._meta(step) or {}).get("checksums")
+        if saved is None:
+            if not self._warned_unverified and jax.process_index() == 0:
+                print(f"warning: checkpoint {self.directory}/{int(step)} has no checksums (written before they "
+                      "were recorded); restored without verifying it", file=sys.stderr, flush=True)
+            self._warned_unverified = True
+            return
+        saved = {k: v for k, v in saved.items() if k.startswith(only_prefix)}
+        bad = checksums.first_mismatch(saved, checksums.state_checksums(restored))
+        if bad is not None:
+            raise CorruptCheckpoint(f"checkpoint {self.directory}/{int(step)}: array {bad} does not match the "
+                                    "checksum saved with it")
 
     def check_format(self, step: int, unreadable_ok: bool = False) -> None:
         """Raises `CheckpointFormatError` unless the checkpoint at `step` has FORMAT_VERSION.

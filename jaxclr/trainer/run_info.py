@@ -103,7 +103,11 @@ def load_saved_config(workdir, step: int | None = None) -> ml_collections.Config
     path = saved_config_path(workdir, step)
     if not path.exists():
         raise FileNotFoundError(f"no saved config in {workdir} ({CONFIG_FILE}); pass --config=FILE[:preset]")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    try:
+        config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it from a copy, or pass --config=FILE[:preset]") \
+            from None
     saved.fill_missing(config)
     return config
 

@@ -163,7 +163,7 @@ def make_train_step(config, spec, mesh):
 
         model = nnx.merge(spec.graphdef, params)
         metrics = {"loss": total, **{f"loss/{k}": v for k, v in terms.items()},
-                   "scale": model.scale(), "bias": model.bias(), "grad_norm": optax.global_norm(grads),
+                   "scale": model.scale(), "bias": model.bias(), "grad_norm": optax.tree.norm(grads),
                    "lr": lr(state["step"] - state["skipped"]),   # the optimiser counts applied updates only
                    "nonfinite": skip.astype(jnp.float32),
                    **{f"nonfinite/{k}": v.astype(jnp.float32) for k, v in bad.items()},

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 
 from jaxclr import config as configlib
-from jaxclr import parallel
+from jaxclr import parallel, paths
 from jaxclr.config.report import MISSING as _MISSING
 from jaxclr.config.report import ConfigError  # noqa: F401 - part of this module's API
 from jaxclr.config.report import Report as _Report
@@ -154,15 +154,20 @@ def _loss(r: _Report) -> None:
     except (TypeError, ValueError):
         r.add("loss.terms", f"{terms!r} is not a mapping of term names to weights, e.g. {{'clip': 1.0}}")
         return
-    active, unknown = [], False
+    active, refused = [], False
     for name in weights:
         if name not in objective.TERMS:
-            unknown = True
+            refused = True
             r.add(f"loss.terms.{name}", f"unknown loss term{_closest(name, objective.TERMS)}; known terms: "
                   f"{', '.join(sorted(objective.TERMS))}")
-        elif r.number(f"loss.terms.{name}", hint="set the term's weight, or 0 to turn it off") not in (None, 0):
+            continue
+        # a negative weight would maximise the term; no term is meant to be used that way
+        weight = r.number(f"loss.terms.{name}", low=0, hint="set the term's weight (>= 0), or 0 to turn it off")
+        if weight is None:
+            refused = True
+        elif weight != 0:
             active.append(name)
-    if not active and not unknown:
+    if not active and not refused:
         r.add("loss.terms", "every term has weight 0; give at least one a non-zero weight, e.g. "
               "--config.loss.terms.clip=1.0")
 
@@ -185,6 +190,9 @@ def _data(r: _Report, training: bool) -> int | None:
     if name is _MISSING:
         return image_size
     data_cfg = ml_collections.ConfigDict(r.get("data"))   # attribute access for the datasets module
+    data_dir = r.get("data.data_dir", "")
+    if isinstance(data_dir, str) and data_dir and paths.not_a_directory(data_dir):
+        r.add("data.data_dir", f"{data_dir!r} {paths.not_a_directory(data_dir)} (or '' for the default)")
     bad_names = datasets.feature_problems(data_cfg)   # data.*_feature: names
     for key, problem in bad_names:
         r.add(key, problem)
@@ -355,6 +363,22 @@ def problems(config, num_devices: int | None = None, *, num_processes: int | Non
         _checkpoint(r)
         _logging(r)
     return r.problems
+
+
+def notes(config) -> list[str]:
+    """Settings that are valid but probably not meant, one line each: said once when a run starts.
+
+    A warmup longer than the run is one: the learning rate never reaches optim.lr and the cosine
+    decay never starts. It is a note, not an error, because short smoke runs of any preset
+    (`--config.train.total_steps=10`) are legitimate and should not need a second override.
+    """
+    out = []
+    warmup, total = config.optim.warmup_steps, config.train.total_steps
+    if warmup > total:
+        out.append(f"optim.warmup_steps={warmup} is longer than train.total_steps={total}: the learning rate "
+                   f"only reaches {total / warmup:.2g} x optim.lr and never decays; lower optim.warmup_steps to "
+                   "reach the peak")
+    return out
 
 
 def check(config, num_devices: int | None = None, **kwargs) -> None:

@@ -292,3 +292,26 @@ def test_cli_prepare_then_train_two_steps_by_name(image_folder, tmp_path):
     assert [m['step'] for m in metrics if 'loss' in m] == [1, 2]
     assert all(np.isfinite(m['loss']) for m in metrics if 'loss' in m)
     assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['2']
+
+
+@pytest.mark.parametrize('damage', ['not a tar', 'truncated'])
+def test_an_unreadable_tar_shard_is_skipped_counted_and_the_rest_prepared(tmp_path, damage, caplog):
+    shards = tmp_path / 'shards'
+    shards.mkdir()
+    with tarfile.open(shards / '00000.tar', 'w') as tar:
+        add(tar, '000000.png', encode(solid(COLOURS['a'])))
+        add(tar, '000000.txt', b'zero')
+    with tarfile.open(shards / '00001.tar', 'w') as tar:
+        add(tar, '000001.png', encode(solid(COLOURS['b'])))
+        add(tar, '000001.txt', b'one')
+        add(tar, '000002.png', encode(solid(COLOURS['c'])))
+        add(tar, '000002.txt', b'two')
+    bad = shards / '00001.tar'
+    if damage == 'not a tar':
+        bad.write_bytes(b'<html>403 Forbidden</html>' * 40)   # what a failed download leaves behind
+    else:
+        bad.write_bytes(bad.read_bytes()[:700])                # cut inside the first member's data
+    report = prepare.prepare('webdataset', str(shards), options(tmp_path, 'tars'))
+    assert report['skipped'] == {'unreadable tar shard': 1}
+    assert {k: captions(v) for k, v in records(tmp_path, 'tars').items()} == {'000000': ['zero']}
+    assert any('00001.tar' in r.getMessage() and 'not a readable tar' in r.getMessage() for r in caplog.records)

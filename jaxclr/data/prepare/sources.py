@@ -25,6 +25,7 @@ import collections
 import csv
 import io
 import json
+import logging
 import posixpath
 import tarfile
 from typing import NamedTuple
@@ -36,6 +37,8 @@ from jaxclr import paths
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif', '.tif', '.tiff')
 BLANK_DROPPED = 'blank captions dropped'   # a count of captions, not of examples
 WDS_IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp')   # webdataset members, by preference
+
+log = logging.getLogger(__name__)
 
 
 class Item(NamedTuple):
@@ -151,32 +154,45 @@ def webdataset(path, skipped) -> list[Item]:
     """Items of img2dataset-style tar shards (see the module doc)."""
     items, seen = [], set()
     for tar_path in _tar_files(path):
-        with tar_path.open('rb') as f, tarfile.open(fileobj=f, mode='r:') as tar:
-            keys = collections.OrderedDict()   # key -> {extension: TarInfo}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, ext = _split_member(member.name)
-                parts = keys.setdefault(key, {})
-                if ext in parts:   # the same key and extension twice in one tar: keep the first
-                    skipped['duplicate key'] += 1
-                    continue
-                parts[ext] = member
-            for key, members in keys.items():
-                if key in seen:
-                    skipped['duplicate key'] += 1
-                    continue
-                seen.add(key)
-                image = next((members[e] for e in WDS_IMAGE_EXTENSIONS if e in members), None)
-                if image is None:
-                    skipped['missing image'] += 1
-                    continue
-                kept = _clean([_caption_of(members, tar)], skipped)
-                if not kept:
-                    skipped['empty caption'] += 1
-                    continue
-                items.append(Item(key, ('tar', str(tar_path), image.offset_data, image.size), kept))
+        try:
+            keys, captions = _tar_index(tar_path, skipped)
+        except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as e:   # not a tar, truncated, unreadable
+            skipped['unreadable tar shard'] += 1
+            log.warning('Skipped shard %s: not a readable tar file (%s: %s).', tar_path, type(e).__name__, e)
+            continue
+        for key, members in keys.items():
+            if key in seen:
+                skipped['duplicate key'] += 1
+                continue
+            seen.add(key)
+            image = next((members[e] for e in WDS_IMAGE_EXTENSIONS if e in members), None)
+            if image is None:
+                skipped['missing image'] += 1
+                continue
+            kept = _clean([captions.get(key)], skipped)
+            if not kept:
+                skipped['empty caption'] += 1
+                continue
+            items.append(Item(key, ('tar', str(tar_path), image.offset_data, image.size), kept))
     return items
+
+
+def _tar_index(tar_path: epath.Path, skipped) -> tuple[dict, dict]:
+    """({key: {extension: TarInfo}}, {key: caption text or None}) of one shard, read whole: a shard
+    that is not a readable tar raises (tarfile.TarError, EOFError, OSError) before any of it is used."""
+    with tar_path.open('rb') as f, tarfile.open(fileobj=f, mode='r:') as tar:
+        keys = collections.OrderedDict()   # key -> {extension: TarInfo}
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, ext = _split_member(member.name)
+            parts = keys.setdefault(key, {})
+            if ext in parts:   # the same key and extension twice in one tar: keep the first
+                skipped['duplicate key'] += 1
+                continue
+            parts[ext] = member
+        captions = {key: _caption_of(members, tar) for key, members in keys.items()}
+    return keys, captions
 
 
 # ------------------------------------------------------------------ class folders
