@@ -1,7 +1,10 @@
 """jaxclr: large-batch multimodal contrastive pretraining in JAX/Flax."""
 from setuptools import find_packages, setup
 
-JAX_BOUNDS = ">=0.10.2,<0.11"  # the accelerator extras use the same bounds as the jax pin below (a test checks)
+# jax 0.11+ (and flax 0.12.9+) need Python >= 3.12: pip gives Python 3.11 jax 0.10.2 and Python 3.12+
+# jax 0.12 with these bounds (both tested, docs/performance.md "Versions"). The accelerator extras use the
+# same bounds as the jax pin below (a test checks).
+JAX_BOUNDS = ">=0.10.2,<0.13"
 
 setup(
     name="jaxclr",
@@ -10,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["jaxclr", "jaxclr.*"]),
     install_requires=[
-        "jax>=0.10.2,<0.11",
+        "jax>=0.10.2,<0.13",
         "flax>=0.12.8,<0.13",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12.8,<0.13",
