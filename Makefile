@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) -m jaxclr.bench.loss_speed
 	$(PY) -m jaxclr.bench.micro_batches
 	$(PY) -m jaxclr.bench.input_pipeline
+	$(PY) -m jaxclr.bench.checkpoint_cost
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check jaxclr configs tests

@@ -236,11 +236,11 @@ def main(argv):
     del argv
     if not flags.FLAGS.workdir:
         configlib.exit_with_errors(["--workdir: is required; pass --workdir=DIR (the run directory)"])
-    problem = paths.creatable(flags.FLAGS.workdir)
-    if problem:
-        configlib.exit_with_errors([f"--workdir={flags.FLAGS.workdir}: {problem}"])
     config = flags.FLAGS.config
     validate.check_or_exit(config)   # bad values: one `error: <key>: ...` line each, exit code 2, nothing built
+    problem = paths.creatable(flags.FLAGS.workdir)   # made here when it can be (the run writes there next)
+    if problem:
+        configlib.exit_with_errors([f"--workdir={flags.FLAGS.workdir}: {problem}"])
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
     start = time.time()
     try:

@@ -148,7 +148,8 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "optim.lr 0.001 -> 0.002;" in line and not os.path.exists(os.path.join(workdir, "config.resume-0.json"))
     empty = tmp_path / "empty"
     code, line = run("jaxclr.evaluate", f"--workdir={empty}")
-    assert code == 1 and line == f"error: no saved config in {empty} (config.json); pass --config=FILE[:preset]"
+    assert code == 2 and line == f"error: --workdir={empty}: no saved config in {empty} (config.json); pass " \
+                                 "--config=FILE[:preset]"
 
 
 def test_evaluate_config_flag_defaults_to_none_and_takes_overrides():
