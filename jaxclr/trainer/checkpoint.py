@@ -168,10 +168,10 @@ class Checkpointer:
             step = self.latest_step()
             if step is None:
                 raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
-        self.check_format(step)
+        meta = self.check_format(step)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
         restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))[STATE_ITEM]
-        self._verify(step, restored)
+        self._verify(step, restored, meta)
         return restored
 
     def restore_params(self, abstract_params: Any, step: int) -> Any:
@@ -179,12 +179,12 @@ class Checkpointer:
         partial restore: the optimiser state and the rest are not read, so they may have any
         structure). Raises `CheckpointFormatError` for another format version."""
         self.wait()
-        self.check_format(step)
+        meta = self.check_format(step)
         item = {"params": abstract_params}
         args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
                                       partial_restore=True)
         restored = self._manager.restore(int(step), args=ocp.args.Composite(**{STATE_ITEM: args}))[STATE_ITEM]
-        self._verify(step, restored, only_prefix="params/")
+        self._verify(step, restored, meta, only_prefix="params/")
         return restored["params"]
 
     def state_metadata(self, step: int) -> Any:
@@ -266,12 +266,12 @@ class Checkpointer:
         meta = self._meta(step)
         return None if meta is None else meta.get("format_version")
 
-    def _verify(self, step: int, restored: Any, only_prefix: str = "") -> None:
+    def _verify(self, step: int, restored: Any, meta: dict | None, only_prefix: str = "") -> None:
         """Raises CorruptCheckpoint unless every restored array (those under `only_prefix`) has the
-        checksum saved with step `step`; warns once when the step has no checksums."""
+        checksum saved in `meta`, step `step`'s meta item; warns once when it has no checksums."""
         if not self.verify:
             return
-        saved = (self._meta(step) or {}).get("checksums")
+        saved = (meta or {}).get("checksums")
         if saved is None:
             if not self._warned_unverified and jax.process_index() == 0:
                 print(f"warning: checkpoint {self.directory}/{int(step)} has no checksums (written before they "
@@ -284,24 +284,27 @@ class Checkpointer:
             raise CorruptCheckpoint(f"checkpoint {self.directory}/{int(step)}: array {bad} does not match the "
                                     "checksum saved with it")
 
-    def check_format(self, step: int, unreadable_ok: bool = False) -> None:
-        """Raises `CheckpointFormatError` unless the checkpoint at `step` has FORMAT_VERSION.
+    def check_format(self, step: int, unreadable_ok: bool = False) -> dict | None:
+        """Raises `CheckpointFormatError` unless the checkpoint at `step` has FORMAT_VERSION; returns
+        its meta item (read once here, for the checksums).
 
         With `unreadable_ok`, a version that cannot be read at all (a damaged step, which
         `restore_latest_good` moves aside later) passes instead of raising its read error.
         """
         try:
-            version = self.format_version(step)
+            meta = self._meta(step)
         except Exception:  # noqa: BLE001
             if unreadable_ok:
-                return
+                return None
             raise
+        version = None if meta is None else meta.get("format_version")
         if version != FORMAT_VERSION:
             shown = "none (no meta item)" if version is None else version
             raise CheckpointFormatError(
                 f"checkpoint {self.directory}/{int(step)} has format version {shown}, this code reads version "
                 f"{FORMAT_VERSION}; use the jaxclr version that wrote it (see the run's run_info.json for "
                 "its git commit), or start a new workdir")
+        return meta
 
     def wait(self) -> None:
         """Blocks until every pending save is written and finalised."""
