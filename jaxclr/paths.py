@@ -37,7 +37,8 @@ def resolve(path: str | os.PathLike) -> epath.Path:
 def not_a_directory(path: str | os.PathLike) -> str | None:
     """What is wrong when local `path` exists but is not a directory (None otherwise); creates nothing."""
     text = os.fspath(path)
-    if not is_url(text) and os.path.exists(os.path.expanduser(text)) and not os.path.isdir(os.path.expanduser(text)):
+    local = None if is_url(text) else os.path.expanduser(text)
+    if local is not None and os.path.exists(local) and not os.path.isdir(local):
         return "is a file, not a directory; pass a directory"
     return None
 

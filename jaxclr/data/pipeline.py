@@ -79,12 +79,18 @@ class ReadStats:
                         'Consider a larger data.max_len.', max_len - 2, caption)
 
 
-def tokenize(caption: str, max_len: int, tok: tokenizer.Tokenizer, stats: ReadStats | None = None) -> np.ndarray:
-    """tok.encode; a caption whose ids are cut to fit max_len is counted in `stats` (if given)."""
+def tokenize_checked(caption: str, max_len: int, tok: tokenizer.Tokenizer,
+                     stats: ReadStats | None = None) -> tuple[np.ndarray, bool]:
+    """(tok.encode ids, whether they were cut to fit max_len); a cut caption is counted in `stats` (if given)."""
     ids, truncated = tok.encode_checked(caption, max_len)
     if truncated and stats is not None:
         stats.truncated_caption(caption, max_len)
-    return ids
+    return ids, truncated
+
+
+def tokenize(caption: str, max_len: int, tok: tokenizer.Tokenizer, stats: ReadStats | None = None) -> np.ndarray:
+    """The ids of `tokenize_checked`."""
+    return tokenize_checked(caption, max_len, tok, stats)[0]
 
 
 class BadRecord(ValueError):
@@ -192,6 +198,7 @@ class TrainTransform(grain.RandomMapTransform):
         self.flip = flip
         self.max_len = max_len
         self.tokenizer = tok
+        self.stats = ReadStats()   # for the one warning about cut captions, per reading process
 
     def random_map(self, element, rng: np.random.Generator):
         image, caption = element['image'], element['caption']
@@ -200,7 +207,7 @@ class TrainTransform(grain.RandomMapTransform):
             caption = captions[int(rng.integers(len(captions)))]
         if self.flip:
             image, caption = augment.random_flip(image, caption, rng)
-        ids, truncated = self.tokenizer.encode_checked(caption, self.max_len)
+        ids, truncated = tokenize_checked(caption, self.max_len, self.tokenizer, self.stats)
         return {'image': np.ascontiguousarray(image, np.uint8), 'text': ids, TRUNCATED_FIELD: np.int32(truncated)}
 
 

@@ -261,11 +261,6 @@ class Checkpointer:
         meta = meta[META_ITEM]
         return meta if isinstance(meta, dict) else None
 
-    def format_version(self, step: int) -> int | None:
-        """The format version stored in the checkpoint at `step` (None: it has no meta item)."""
-        meta = self._meta(step)
-        return None if meta is None else meta.get("format_version")
-
     def _verify(self, step: int, restored: Any, meta: dict | None, only_prefix: str = "") -> None:
         """Raises CorruptCheckpoint unless every restored array (those under `only_prefix`) has the
         checksum saved in `meta`, step `step`'s meta item; warns once when it has no checksums."""

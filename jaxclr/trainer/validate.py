@@ -191,8 +191,9 @@ def _data(r: _Report, training: bool) -> int | None:
         return image_size
     data_cfg = ml_collections.ConfigDict(r.get("data"))   # attribute access for the datasets module
     data_dir = r.get("data.data_dir", "")
-    if isinstance(data_dir, str) and data_dir and paths.not_a_directory(data_dir):
-        r.add("data.data_dir", f"{data_dir!r} {paths.not_a_directory(data_dir)} (or '' for the default)")
+    not_a_dir = paths.not_a_directory(data_dir) if isinstance(data_dir, str) and data_dir else None
+    if not_a_dir:
+        r.add("data.data_dir", f"{data_dir!r} {not_a_dir} (or '' for the default)")
     bad_names = datasets.feature_problems(data_cfg)   # data.*_feature: names
     for key, problem in bad_names:
         r.add(key, problem)
