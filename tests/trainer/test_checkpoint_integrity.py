@@ -102,26 +102,39 @@ def test_a_flipped_byte_in_any_file_of_a_step_is_caught_or_changes_nothing(tmp_p
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
 def test_a_flipped_byte_of_array_data_restores_silently_without_checksums_and_is_caught_with_them(
         tmp_path, mesh, where, capsys):
-    """The damage the checksums exist for: a byte of the large array's stored bytes. Without the
-    check the restore succeeds with a different array; with it, the step falls back."""
+    """The damage the checksums exist for: a byte of the large array's stored bytes. The stored bytes
+    are compressed, so a flip can also break the decoder (then even an unchecked restore fails and
+    falls back); from `where` on, the first flip that an unchecked restore reads silently as a
+    different array is the case under test, and with the check that same flip falls back."""
     clean = tmp_path / "clean"
     save_two_steps(clean, mesh)
     data = [p for p in (clean / "2" / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
     largest = max(data, key=lambda p: p.stat().st_size).relative_to(clean / "2")
+    size = (clean / "2" / largest).stat().st_size
     abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
     saved = jax.tree.map(np.asarray, make_state(mesh, 2.0))
-    for verify in (False, True):
-        work = tmp_path / f"verify{verify}"
+
+    def restore(at, verify):
+        work = tmp_path / f"at{at}-verify{verify}"
         shutil.copytree(clean, work)
-        flip_byte(work / "2" / largest, at=int((work / "2" / largest).stat().st_size * where))
+        flip_byte(work / "2" / largest, at=at)
         with Checkpointer(work, every_steps=1, verify=verify) as ckpt:
-            step, state = ckpt.restore_latest_good(abstract)
-        if verify:
-            assert step == 1
-            err = capsys.readouterr().err
-            assert "/2: array params/big does not match the checksum saved with it" in err
-        else:
-            assert step == 2 and not np.array_equal(np.asarray(state["params"]["big"]), saved["params"]["big"])
+            return ckpt.restore_latest_good(abstract)
+
+    silent = None
+    for at in range(int(size * where), size, 997)[:12]:
+        step, state = restore(at, verify=False)
+        if step == 2:
+            assert not np.array_equal(np.asarray(state["params"]["big"]), saved["params"]["big"])
+            silent = at
+            break
+        assert step == 1    # the decoder saw it: the previous step, never a mixed state
+    assert silent is not None, "no flip in 12 tries restored silently without checksums"
+    capsys.readouterr()
+    step, state = restore(silent, verify=True)
+    assert step == 1
+    assert_tree_equal(state, jax.tree.map(np.asarray, make_state(mesh, 1.0)))
+    assert "/2: array params/big does not match the checksum saved with it" in capsys.readouterr().err
 
 
 def test_a_mismatch_names_the_step_and_the_array(tmp_path, mesh, monkeypatch, capsys):
