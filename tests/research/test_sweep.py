@@ -175,16 +175,64 @@ def test_plot_points_are_the_group_means(tmp_path):
     fig = plots.metrics_vs_param(rows, "loss.impl", ["model.learn_bias"], ["m/x"])
     lines = {bars.get_label(): (list(bars.lines[0].get_xdata()), list(bars.lines[0].get_ydata()))
              for bars in fig.axes[0].containers}
-    assert lines == {"model.learn_bias=True": ([0.0, 1.0], [2.0, 5.0]), "model.learn_bias=False": ([0.0], [7.0])}
+    assert lines == {"learn_bias=True": ([0.0, 1.0], [2.0, 5.0]), "learn_bias=False": ([0.0], [7.0])}
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["gather", "streamed"]
     bars = fig.axes[0].containers[0].lines[2][0].get_segments()   # seeds 1.0 and 3.0: std sqrt(2); n = 1: none
     assert np.allclose(np.asarray(bars), [[[0, 2 - 2 ** 0.5], [0, 2 + 2 ** 0.5]], [[1, 5], [1, 5]]])
-    fig = plots.alignment_uniformity(rows, "m/x")
-    assert [list(p) for p in fig.axes[0].collections[0].get_offsets()] == [[1.0, -1.0], [1.0, -3.0], [1.0, -5.0],
-                                                                           [1.0, -7.0]]
+    fig = plots.alignment_uniformity(rows, "m/x", ["loss.impl", "model.learn_bias"])
+    points = {c.get_label(): [list(p) for p in c.get_offsets()] for c in fig.axes[0].collections}
+    assert points == {"impl=gather, learn_bias=True: 2.000": [[1.0, -1.0], [1.0, -3.0]],   # seeds share a setting
+                      "impl=streamed, learn_bias=True: 5.000": [[1.0, -5.0]],
+                      "impl=gather, learn_bias=False: 7.000": [[1.0, -7.0]]}
+    assert len(fig.axes[0].texts) == 0                        # no run labelled point by point
     written = plots.plot_sweep(tmp_path, rows, ["loss.impl", "seed"], ["m/x"], {"r0": ([1, 2], [3.0, 2.5])})
     assert [os.path.basename(p) for p in written] == ["metrics_vs_loss.impl.png", "loss_curves.png",
                                                       "alignment_uniformity.png"]
+
+
+def test_short_names_keep_keys_apart():
+    assert plots.short_names(["loss.terms.clip", "loss.terms.uniformity", "model.init_scale"]) == {
+        "loss.terms.clip": "clip", "loss.terms.uniformity": "uniformity", "model.init_scale": "init_scale"}
+    assert plots.short_names(["a.scale", "b.scale", "c"]) == {"a.scale": "a.scale", "b.scale": "b.scale", "c": "c"}
+
+
+def test_legends_sit_inside_the_saved_image(tmp_path):
+    """Nothing is cut at the border: every legend's box lies inside the PNG that savefig writes."""
+    import matplotlib.image
+    rows = [{"run": f"r{i}", "loss.terms.uniformity": u, "seed": seed, "zeroshot/x_top1": 0.1 * i,
+             "geometry/alignment": 0.1 * i, "geometry/uniformity": -float(i)}
+            for i, (u, seed) in enumerate([(0.25, 0), (0.25, 1), (4.0, 0), (4.0, 1)])]
+    curves = {row["run"]: ([1, 2], [2.0, 1.0 + 0.1 * i]) for i, row in enumerate(rows)}
+    written = plots.plot_sweep(tmp_path, rows, ["loss.terms.uniformity", "seed"], ["zeroshot/x_top1"], curves)
+    fig = plots.alignment_uniformity(rows, "zeroshot/x_top1", ["loss.terms.uniformity"])
+    fig.canvas.draw()
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["uniformity=0.25: 0.050", "uniformity=4: 0.250"]
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    box = legend.get_window_extent().transformed(fig.dpi_scale_trans.inverted())
+    assert tight.x0 <= box.x0 and box.x1 <= tight.x1 and tight.y0 <= box.y0 and box.y1 <= tight.y1
+    lines = plots.loss_curves(curves, {"r0": "a", "r1": "a", "r2": "b", "r3": "b"}).axes[0]
+    assert [t.get_text() for t in lines.get_legend().get_texts()] == ["a", "b"]   # one entry per setting
+    assert lines.lines[0].get_color() == lines.lines[1].get_color() != lines.lines[2].get_color()
+    for path in written:
+        assert matplotlib.image.imread(path).shape[1] > 400
+
+
+def test_replot_redraws_from_results_csv_with_the_same_numbers(tmp_path, capsys):
+    rows = [{"run": f"loss.terms.clip={c},seed={s}", "loss.terms.clip": c, "seed": s, "loss": 1.0 / (1 + s),
+             "zeroshot/x_top1": 0.1 + 0.3 * c + 0.01 * s, "geometry/alignment": 0.5 * c + 0.1 * s,
+             "geometry/uniformity": -1.0 - c} for c in (0.0, 1.0) for s in (0, 1, 2)]
+    aggregate.write_csv(tmp_path / "results.csv", rows)
+    back, params, metrics = plots.read_results(tmp_path / "results.csv")
+    assert back == rows and params == ["loss.terms.clip", "seed"]
+    assert metrics == ["zeroshot/x_top1", "geometry/alignment", "geometry/uniformity"]
+    assert plots.main([str(tmp_path)]) == 0
+    assert sorted(os.listdir(tmp_path / "plots")) == ["alignment_uniformity.png", "metrics_vs_loss.terms.clip.png"]
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    os.makedirs(tmp_path / "bad")
+    os.replace(tmp_path / "bad.csv", tmp_path / "bad" / "results.csv")
+    assert plots.main([str(tmp_path / "bad")]) == 2
+    assert "not a sweep's results.csv" in capsys.readouterr().err
 
 
 def test_grouped_markdown_marks_cells_with_fewer_runs():
