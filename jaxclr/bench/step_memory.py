@@ -81,7 +81,12 @@ def abstract_train_step(config, devices: int):
     if jax.device_count() < devices:
         raise ValueError(f"{devices} devices asked for but JAX has {jax.device_count()}; set XLA_FLAGS="
                          f"{_FORCE}={devices} before JAX starts (python -m jaxclr.bench.step_memory does)")
-    mesh = parallel.make_mesh(config.mesh, jax.devices()[:devices])
+    return abstract_step_on_mesh(config, parallel.make_mesh(config.mesh, jax.devices()[:devices]))
+
+
+def abstract_step_on_mesh(config, mesh):
+    """`abstract_train_step` on a given mesh: its devices may be compile-only ones, e.g. a TPU
+    topology's (`jaxclr.bench.plan`), since nothing is allocated."""
     remat, scan = config.model.remat, bool(config.model.scan_layers)
     assert all(e.remat == remat and e.scan_layers == scan for e in _encoders(config)), "memory options not applied"
     spec, _ = state_lib.spec(config, mesh)
@@ -93,17 +98,19 @@ def abstract_train_step(config, devices: int):
     return train_step, (spec.abstract, batch)
 
 
+def memory_of(compiled) -> dict:
+    """Per-device bytes of a compiled step by FIELDS (`compiled.memory_analysis()`)."""
+    analysis = compiled.memory_analysis()
+    return {field: int(getattr(analysis, f"{field}_size_in_bytes")) for field in FIELDS}
+
+
 def step_memory(config, devices: int) -> dict:
     """Compiles one train step of `config` on `devices` devices; per-device bytes by FIELDS, plus
     'compile_s' (seconds to lower + compile)."""
     train_step, args = abstract_train_step(config, devices)
     start = time.perf_counter()
     compiled = train_step.lower(*args).compile()
-    seconds = time.perf_counter() - start
-    analysis = compiled.memory_analysis()
-    out = {field: int(getattr(analysis, f"{field}_size_in_bytes")) for field in FIELDS}
-    out["compile_s"] = seconds
-    return out
+    return {**memory_of(compiled), "compile_s": time.perf_counter() - start}
 
 
 def parse_args(argv):

@@ -29,8 +29,10 @@ class Progress:
     `update(step, metrics, examples)` is called once per step with that step's metrics and the
     number of examples it processed. A line is produced on the first update, then whenever at
     least `every_s` seconds have passed since the previous line, and always at `total_steps`.
-    Examples/s and the ETA use only the steps since the previous line, so compile time and
-    earlier slow phases drop out after one interval. The line is returned (None when nothing
+    The first interval holds the compilation of the step, so its line gives its duration and no
+    rate or ETA (those would count the compile as training: a 14-minute run once printed "ETA
+    54m33s"); from the second line on, examples/s and the ETA use only the steps since the
+    previous line. The line is returned (None when nothing
     is due) and passed to `printer` (default: `print(..., flush=True)`; None to stay silent).
     """
 
@@ -58,7 +60,9 @@ class Progress:
         steps = step - self._last_step
         parts = [f"step {step}/{self.total_steps}"]
         parts += [f"{name} {to_float(value):.4g}" for name, value in metrics.items()]
-        if elapsed > 0:
+        if not self._printed and step < self.total_steps:
+            parts.append(f"first {format_duration(elapsed)} incl. compilation, ETA at the next line")
+        elif elapsed > 0:
             parts.append(f"{self._examples / elapsed:,.0f} ex/s")
             if steps > 0:
                 remaining = max(self.total_steps - step, 0) * elapsed / steps

@@ -30,75 +30,22 @@ Decoding runs in --workers processes.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
-import hashlib
 import math
 import os
-import re
+import shlex
 import sys
-import types
 
 import tensorflow_datasets as tfds
 import tqdm
 from absl import app, flags
 
 from jaxclr import config as configlib
-from jaxclr import paths
 from jaxclr.data import datasets
 from jaxclr.data.prepare import images, sources, writer
-
-KINDS = ('manifest', 'webdataset', 'class_folders')
-
-
-@dataclasses.dataclass
-class Options:
-    """Where and how to write; see the module doc and the flags below."""
-    name: str
-    data_dir: str = ''             # '' -> $JAXCLR_DATA_DIR or jaxclr's default data dir
-    split: str = 'train'
-    version: str = '1.0.0'
-    image_size: int = 224          # 0: store the original bytes, decode at load time
-    image_format: str = 'jpeg'     # 'jpeg' (quality 95) or 'png', for image_size > 0
-    shard_size: int = 10_000       # examples per shard (the unit of resumption)
-    workers: int = 1               # decoding processes (1: in this process)
-    val_fraction: float = 0.0
-    val_split: str = 'test'
-    overwrite: bool = False        # delete this run's splits first instead of resuming
-    progress: bool = True
-
-
-def check_options(opts: Options) -> None:
-    """Raises ValueError (one line) for an option that cannot work."""
-    if not re.fullmatch(r'[a-z][a-z0-9_]*', opts.name or ''):
-        raise ValueError(f'--name: {opts.name!r} is not a dataset name; use lower_snake_case, e.g. my_captions')
-    if opts.name in datasets.EMBEDDED or opts.name in tfds.list_builders(with_community_datasets=False):
-        raise ValueError(f'--name: {opts.name!r} is already a dataset (jaxclr or TFDS catalog); choose another name')
-    for flag, split in (('--split', opts.split), ('--val_split', opts.val_split)):
-        if not re.fullmatch(r'[a-z][a-z0-9_]*', split):
-            raise ValueError(f'{flag}: {split!r} is not a split name; use e.g. train, validation or test')
-    if opts.val_fraction and opts.val_split == opts.split:
-        raise ValueError(f'--val_split: equals --split {opts.split!r}; name the held-out split differently')
-    if not 0 <= opts.val_fraction < 1:
-        raise ValueError(f'--val_fraction: {opts.val_fraction} must be in [0, 1); use e.g. 0.01, or 0 for none')
-    if opts.image_size < 0:
-        raise ValueError(f'--image_size: {opts.image_size} must be >= 0 (0 keeps the original images)')
-    if opts.image_format not in images.FORMATS:
-        raise ValueError(f'--image_format: {opts.image_format!r} is not one of {sorted(images.FORMATS)}')
-    if opts.shard_size < 1 or opts.workers < 1:
-        raise ValueError('--shard_size and --workers must be >= 1')
-
-
-def make_features(image_size: int, image_format: str, class_names=None) -> tfds.features.FeaturesDict:
-    """The features of a prepared dataset: image, key, and caption (Sequence of Text) or label."""
-    shape = (image_size, image_size, 3) if image_size else (None, None, 3)
-    features = {'image': tfds.features.Image(shape=shape, encoding_format=image_format if image_size else None),
-                'key': tfds.features.Text()}
-    if class_names is None:
-        features['caption'] = tfds.features.Sequence(tfds.features.Text())
-    else:
-        features['label'] = tfds.features.ClassLabel(names=list(class_names))
-    return tfds.features.FeaturesDict(features)
+from jaxclr.data.prepare.plan import (KINDS, Options, check_options, finish_report, format_report,  # noqa: F401
+                                      in_holdout, make_features, no_examples_error, split_of,
+                                      split_settings, version_dir)
 
 
 def read_source(kind: str, source: str, skipped: collections.Counter, **kwargs):
@@ -112,16 +59,11 @@ def read_source(kind: str, source: str, skipped: collections.Counter, **kwargs):
     raise ValueError(f'unknown input kind {kind!r}; use one of {KINDS}')
 
 
-def in_holdout(key: str, fraction: float) -> bool:
-    """Whether `key` goes to the held-out split: its sha256 as a number in [0, 1) is below `fraction`."""
-    return int.from_bytes(hashlib.sha256(key.encode('utf-8')).digest()[:8], 'big') / 2**64 < fraction
-
-
 def assign_splits(items, opts: Options) -> dict:
     """{split: items}: all to opts.split, or the held-out keys to opts.val_split."""
     if not opts.val_fraction:
         return {opts.split: list(items)}
-    held = [in_holdout(item.key, opts.val_fraction) for item in items]
+    held = [split_of(item.key, opts) == opts.val_split for item in items]
     return {opts.split: [it for it, h in zip(items, held) if not h],
             opts.val_split: [it for it, h in zip(items, held) if h]}
 
@@ -159,29 +101,24 @@ def prepare(kind: str, source: str, opts: Options, **source_kwargs) -> dict:
     Bad input raises ValueError / FileNotFoundError with a one-line message.
     """
     check_options(opts)
-    data_dir = datasets.resolve_data_dir(types.SimpleNamespace(data_dir=opts.data_dir))
-    version_dir = paths.resolve(data_dir) / opts.name / opts.version
+    out_dir = version_dir(opts)
     skipped = collections.Counter()
     items, class_names = read_source(kind, source, skipped, **source_kwargs)
     features = make_features(opts.image_size, opts.image_format, class_names)
     splits = assign_splits(items, opts)
     for split, split_items in splits.items():
         if not split_items:
-            raise ValueError(f'no usable examples for split {split!r} in {source} (skipped: {dict(skipped)}); '
-                             + ('raise --val_fraction' if split == opts.val_split else 'check the input'))
-    (version_dir / writer.WORK).mkdir(parents=True, exist_ok=True)
-    writer.check_features(version_dir, features, splits)
+            raise no_examples_error(split, source, skipped, opts)
+    (out_dir / writer.WORK).mkdir(parents=True, exist_ok=True)
+    writer.check_features(out_dir, features, splits)
     layouts = {}
     for split, split_items in splits.items():
-        layouts[split] = writer.Layout(version_dir, opts.name, split,
-                                               math.ceil(len(split_items) / opts.shard_size))
-        settings = {'split': split, 'kind': kind, 'source': str(source), 'source_kwargs': source_kwargs,
-                    'image_size': opts.image_size, 'image_format': opts.image_format,
-                    'shard_size': opts.shard_size, 'val_fraction': opts.val_fraction, 'val_split': opts.val_split,
+        layouts[split] = writer.Layout(out_dir, opts.name, split, math.ceil(len(split_items) / opts.shard_size))
+        settings = {**split_settings(kind, source, source_kwargs, opts, split),
                     'examples_listed': len(split_items), 'num_shards': layouts[split].num_shards}
         writer.claim(layouts[split], settings, opts.overwrite)
 
-    report = {'dataset': opts.name, 'source': str(source), 'version_dir': str(version_dir), 'splits': {},
+    report = {'dataset': opts.name, 'source': str(source), 'version_dir': str(out_dir), 'splits': {},
               'shards_written': 0, 'shards_reused': 0}
     load = functools.partial(images.load, image_size=opts.image_size, image_format=opts.image_format)
     bar = tqdm.tqdm(total=len(items), unit='img', disable=not opts.progress, desc=f'prepare {opts.name}')
@@ -189,26 +126,10 @@ def prepare(kind: str, source: str, opts: Options, **source_kwargs) -> dict:
         for split, split_items in splits.items():
             _write_split(layouts[split], split_items, opts, features, functools.partial(pool_map, load), bar,
                          report, skipped)
-    tfds.folder_dataset.write_metadata(   # last: a split is listed once all its shards are complete
-        data_dir=version_dir, features=features, split_infos=writer.split_infos(version_dir, opts.name),
-        version=opts.version, check_data=False, description=f'Prepared by jaxclr.data.prepare from {source}.')
-    report['blank_captions_dropped'] = skipped.pop(sources.BLANK_DROPPED, 0)
-    report['skipped'] = dict(sorted(skipped.items()))
-    report['skipped_total'] = sum(skipped.values())
-    writer.write_json(version_dir / f'prepare-report-{opts.split}.json', report)
+    writer.write_metadata(out_dir, opts, features, source)   # last: lists a split once its shards are complete
+    finish_report(report, skipped)
+    writer.write_json(out_dir / f'prepare-report-{opts.split}.json', report)
     return report
-
-
-def format_report(report: dict) -> str:
-    """The report as a few lines of text."""
-    lines = [f"{report['dataset']}: written to {report['version_dir']} "
-             f"({report['shards_written']} shards written, {report['shards_reused']} complete shards kept)"]
-    for split, s in report['splits'].items():
-        lines.append(f"  {split}: {s['examples']} examples, {s['captions']} captions, {s['shards']} shards")
-    lines.append(f"  blank captions dropped (their image kept): {report['blank_captions_dropped']}")
-    lines.append(f"  skipped: {report['skipped_total']}" + ''.join(
-        f"\n    {reason}: {count}" for reason, count in report['skipped'].items()))
-    return '\n'.join(lines)
 
 
 # ------------------------------------------------------------------ command line
