@@ -142,11 +142,17 @@ class Checkpointer:
         step = int(step)
         if self.read_only or step in self.all_steps():
             return False
+        # Decided here, before the checksums: they read the state back to the host, and the train
+        # loop calls save() at every step (a sync per step had cost the loop its overlap).
+        if not (force or self.should_save(step)):
+            return False
         meta = {"format_version": FORMAT_VERSION}
         if self.verify:   # before the save: the arrays may be donated once it returns
             meta["checksums"] = checksums.state_checksums(state)
         items = {META_ITEM: ocp.args.JsonSave(meta), STATE_ITEM: ocp.args.StandardSave(state)}
-        return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=force))
+        # force=True: the decision above is the manager's own (should_save), not asked twice (on a
+        # pod, asking reaches the preemption sync point again)
+        return bool(self._manager.save(step, args=ocp.args.Composite(**items), force=True))
 
     def all_steps(self) -> list[int]:
         """Steps of the checkpoints this manager knows (finished or being written), ascending."""

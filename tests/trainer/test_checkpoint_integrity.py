@@ -99,39 +99,48 @@ def test_a_flipped_byte_in_any_file_of_a_step_is_caught_or_changes_nothing(tmp_p
         assert outcome[name] == "caught", (name, outcome)
 
 
+def largest_data_file(step_dir):
+    data = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
+    return max(data, key=lambda p: p.stat().st_size).relative_to(step_dir)
+
+
+def restore_flipped(tmp_path, clean, name, at, abstract, verify):
+    """A copy of the checkpoints in `clean` with byte `at` of step 2's file `name` flipped, restored."""
+    work = tmp_path / f"at{at}-verify{verify}"
+    shutil.copytree(clean, work)
+    flip_byte(work / "2" / name, at=at)
+    with Checkpointer(work, every_steps=1, verify=verify) as ckpt:
+        return ckpt.restore_latest_good(abstract)
+
+
+def silent_flip(tmp_path, clean, mesh, where):
+    """(file, offset) of a byte of step 2's large array data whose flip an unchecked restore reads
+    silently as a different array. The stored bytes are compressed, so a flip can also break the
+    decoder (then even an unchecked restore falls back); from `where` on, the first silent one."""
+    name = largest_data_file(clean / "2")
+    size = (clean / "2" / name).stat().st_size
+    abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
+    saved = np.asarray(make_state(mesh, 2.0)["params"]["big"])
+    for at in range(int(size * where), size, 997)[:12]:
+        step, state = restore_flipped(tmp_path, clean, name, at, abstract, verify=False)
+        if step == 2:
+            assert not np.array_equal(np.asarray(state["params"]["big"]), saved)
+            return name, at
+        assert step == 1    # the decoder saw it: the previous step, never a mixed state
+    raise AssertionError("no flip in 12 tries restored silently without checksums")
+
+
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
 def test_a_flipped_byte_of_array_data_restores_silently_without_checksums_and_is_caught_with_them(
         tmp_path, mesh, where, capsys):
-    """The damage the checksums exist for: a byte of the large array's stored bytes. The stored bytes
-    are compressed, so a flip can also break the decoder (then even an unchecked restore fails and
-    falls back); from `where` on, the first flip that an unchecked restore reads silently as a
-    different array is the case under test, and with the check that same flip falls back."""
+    """The damage the checksums exist for: a byte of the large array's stored bytes that an unchecked
+    restore reads as a different array. With the check, that same flip falls back."""
     clean = tmp_path / "clean"
     save_two_steps(clean, mesh)
-    data = [p for p in (clean / "2" / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
-    largest = max(data, key=lambda p: p.stat().st_size).relative_to(clean / "2")
-    size = (clean / "2" / largest).stat().st_size
-    abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
-    saved = jax.tree.map(np.asarray, make_state(mesh, 2.0))
-
-    def restore(at, verify):
-        work = tmp_path / f"at{at}-verify{verify}"
-        shutil.copytree(clean, work)
-        flip_byte(work / "2" / largest, at=at)
-        with Checkpointer(work, every_steps=1, verify=verify) as ckpt:
-            return ckpt.restore_latest_good(abstract)
-
-    silent = None
-    for at in range(int(size * where), size, 997)[:12]:
-        step, state = restore(at, verify=False)
-        if step == 2:
-            assert not np.array_equal(np.asarray(state["params"]["big"]), saved["params"]["big"])
-            silent = at
-            break
-        assert step == 1    # the decoder saw it: the previous step, never a mixed state
-    assert silent is not None, "no flip in 12 tries restored silently without checksums"
+    name, at = silent_flip(tmp_path, clean, mesh, where)
     capsys.readouterr()
-    step, state = restore(silent, verify=True)
+    abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
+    step, state = restore_flipped(tmp_path, clean, name, at, abstract, verify=True)
     assert step == 1
     assert_tree_equal(state, jax.tree.map(np.asarray, make_state(mesh, 1.0)))
     assert "/2: array params/big does not match the checksum saved with it" in capsys.readouterr().err
@@ -236,8 +245,8 @@ def test_init_from_verifies_the_params_it_reads(tmp_path, mesh, capsys):
 
     directory = tmp_path / "ckpt"
     save_two_steps(directory, mesh)
-    data = [p for p in (directory / "2" / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
-    flip_byte(max(data, key=lambda p: p.stat().st_size))
+    name, at = silent_flip(tmp_path, directory, mesh, 0.5)
+    flip_byte(directory / "2" / name, at=at)
     abstract = abstract_like(make_state(mesh), jax.tree.map(lambda x: x.sharding, make_state(mesh)))
     step, params = init_from.load_params(init_from.Source(epath.Path(directory), None), abstract["params"])
     assert step == 1
