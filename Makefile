@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) -m jaxclr.bench.micro_batches
 	$(PY) -m jaxclr.bench.input_pipeline
 	$(PY) -m jaxclr.bench.checkpoint_cost
+	$(PY) -m jaxclr.bench.loop_speed
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check jaxclr configs tests
