@@ -11,7 +11,7 @@ endif
 comma := ,
 ACC := $(or $(ACCEL),cpu)
 # `make train` / `make bench` install the package alone (plus the accelerator extra); `make test`
-# and `make lint` add the [test] extra. One stamp per accelerator: switching ACCEL finds no stamp
+# and `make lint` add the [test] and [beam] extras. One stamp per accelerator: switching ACCEL finds no stamp
 # and reinstalls, removing the other's plugin.
 STAMP := $(VENV)/.installed-$(ACC)
 TEST_STAMP := $(VENV)/.installed-test-$(ACC)
@@ -34,7 +34,7 @@ $(STAMP): setup.py
 	echo '$(ACC)' > $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test$(if $(ACCEL),$(comma)$(ACCEL))]'
+	$(PY) -m pip install --quiet -e '.[test,beam$(if $(ACCEL),$(comma)$(ACCEL))]'
 	echo '$(ACC)' > $(TEST_STAMP)
 
 train: $(STAMP)

@@ -37,6 +37,9 @@ setup(
         # (libtpu and jax-cuda12-plugin[with-cuda]); no -f/--find-links URL is needed for jax >= 0.4.3x.
         "tpu": [f"jax[tpu]{JAX_BOUNDS}"],
         "cuda12": [f"jax[cuda12]{JAX_BOUNDS}"],
+        # `python -m jaxclr.data.prepare --runner=...` (Apache Beam); `make test` installs it, `make train`
+        # does not. Beam 2.77 caps pillow, protobuf and pyarrow below their newest releases.
+        "beam": ["apache-beam>=2.77,<3"],
         # gs:// workdirs and data dirs: etils.epath (orbax, tfds) reads them through fsspec + gcsfs.
         "gcs": ["gcsfs"],
     },

@@ -3,6 +3,8 @@
     python -m jaxclr.data.prepare --webdataset=laion_tars/ --name=my_captions --val_fraction=0.01
     python -m jaxclr.data.prepare --manifest=photos/captions.csv --name=my_photos
     python -m jaxclr.data.prepare --class_folders=pets/val --name=my_pets --split=test
+    python -m jaxclr.data.prepare --webdataset=gs://B/laion/ --name=my_captions --data_dir=gs://B/tfds \
+        --runner=DataflowRunner --beam_options="--project=P --region=R --setup_file=./setup.py ..."
     python -m jaxclr.train --config=configs/clip.py:b16 --config.data.name=my_captions ...
 
 Input (exactly one, see `prepare_sources`): --manifest (CSV/JSONL of image path + caption;
@@ -26,6 +28,10 @@ name and renamed when complete; a rerun with the same flags keeps the complete s
 writes the rest. The TFDS metadata is written last and lists a split only once all its
 shards are complete: a dataset is not readable by name before its first complete run.
 Decoding runs in --workers processes.
+
+With --runner=DirectRunner (or DataflowRunner, FlinkRunner, SparkRunner, with --beam_options
+passed to Beam), the same examples are written by an Apache Beam pipeline instead: see
+beam_pipeline.py for what is the same and what differs (shard count and order).
 """
 from __future__ import annotations
 
@@ -33,19 +39,26 @@ import collections
 import functools
 import math
 import os
-import shlex
 import sys
 
-import tensorflow_datasets as tfds
 import tqdm
 from absl import app, flags
 
 from jaxclr import config as configlib
 from jaxclr.data import datasets
-from jaxclr.data.prepare import images, sources, writer
-from jaxclr.data.prepare.plan import (KINDS, Options, check_options, finish_report, format_report,  # noqa: F401
-                                      in_holdout, make_features, no_examples_error, split_of,
-                                      split_settings, version_dir)
+from jaxclr.data.prepare import beam_pipeline, images, sources, writer  # beam_pipeline: apache_beam when run
+from jaxclr.data.prepare.plan import (
+    KINDS,
+    Options,
+    check_options,
+    finish_report,
+    format_report,
+    make_features,
+    no_examples_error,
+    split_of,
+    split_settings,
+    version_dir,
+)
 
 
 def read_source(kind: str, source: str, skipped: collections.Counter, **kwargs):
@@ -126,7 +139,7 @@ def prepare(kind: str, source: str, opts: Options, **source_kwargs) -> dict:
         for split, split_items in splits.items():
             _write_split(layouts[split], split_items, opts, features, functools.partial(pool_map, load), bar,
                          report, skipped)
-    writer.write_metadata(out_dir, opts, features, source)   # last: lists a split once its shards are complete
+    writer.write_metadata(out_dir, opts.name, opts.version, features, source)   # last: see write_metadata
     finish_report(report, skipped)
     writer.write_json(out_dir / f'prepare-report-{opts.split}.json', report)
     return report
@@ -154,6 +167,10 @@ def define_flags():
     flags.DEFINE_integer('shard_size', 10_000, 'Examples per shard (the unit of resumption).')
     flags.DEFINE_integer('workers', os.cpu_count() or 1, 'Decoding processes.')
     flags.DEFINE_bool('overwrite', False, 'Delete this run\'s splits and prepare them again (else: resume).')
+    flags.DEFINE_string('runner', None, 'Run as an Apache Beam pipeline on this runner (DirectRunner, '
+                        'DataflowRunner, FlinkRunner, SparkRunner; needs the [beam] extra); unset: local processes.')
+    flags.DEFINE_string('beam_options', '', 'With --runner: Beam pipeline options, passed through, e.g. '
+                        '"--project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py".')
 
 
 def main(argv):
@@ -171,7 +188,11 @@ def main(argv):
     if given[0] == 'manifest':
         kwargs = dict(image_root=f.image_root, image_column=f.image_column, caption_column=f.caption_column)
     try:
-        report = prepare(given[0], f[given[0]].value, opts, **kwargs)
+        if f.runner:
+            report = beam_pipeline.prepare(given[0], f[given[0]].value, opts, runner=f.runner,
+                                           beam_options=f.beam_options, **kwargs)
+        else:
+            report = prepare(given[0], f[given[0]].value, opts, **kwargs)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         configlib.exit_with_errors([' '.join(str(e).split())])
     print(format_report(report))

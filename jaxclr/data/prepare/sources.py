@@ -79,14 +79,35 @@ def _manifest_rows(path: epath.Path, image_column: str, caption_column: str, ski
             yield row.get(image_column), caption if isinstance(caption, list) else [caption]
     elif path.suffix.lower() in ('.csv', '.tsv'):
         reader = csv.DictReader(io.StringIO(text), delimiter='\t' if path.suffix.lower() == '.tsv' else ',')
-        missing = {image_column, caption_column} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f'{path}: no column {", ".join(sorted(missing))} in the header {reader.fieldnames}; '
-                             f'set --image_column / --caption_column to the names it uses')
+        _check_columns(path, reader.fieldnames, image_column, caption_column)
         for row in reader:
             yield row.get(image_column), [row.get(caption_column)]
     else:
         raise ValueError(f'{path}: a manifest must be a .csv, .tsv or .jsonl file')
+
+
+def _check_columns(path, fieldnames, image_column: str, caption_column: str) -> None:
+    missing = {image_column, caption_column} - set(fieldnames or ())
+    if missing:
+        raise ValueError(f'{path}: no column {", ".join(sorted(missing))} in the header {fieldnames}; '
+                         f'set --image_column / --caption_column to the names it uses')
+
+
+def check_manifest(path, image_column='image', caption_column='caption') -> epath.Path:
+    """The manifest's path after the checks that need no row: it exists, it is CSV/TSV/JSONL, and a
+    CSV's header names both columns. Reads the header line only: a distributed run (whose workers
+    read the rows) fails at launch with one line instead of in a worker."""
+    path = paths.resolve(path)
+    if not path.exists():
+        raise FileNotFoundError(f'manifest {path} does not exist')
+    suffix = path.suffix.lower()
+    if suffix in ('.csv', '.tsv'):
+        with path.open('r', encoding='utf-8') as f:
+            header = next(csv.reader([f.readline()], delimiter='\t' if suffix == '.tsv' else ','), [])
+        _check_columns(path, header, image_column, caption_column)
+    elif suffix not in ('.jsonl', '.json'):
+        raise ValueError(f'{path}: a manifest must be a .csv, .tsv or .jsonl file')
+    return path
 
 
 def manifest(path, skipped, image_root=None, image_column='image', caption_column='caption') -> list[Item]:
@@ -118,7 +139,8 @@ def manifest(path, skipped, image_root=None, image_column='image', caption_colum
 
 # ------------------------------------------------------------------ webdataset tars
 
-def _tar_files(path) -> list[epath.Path]:
+def tar_files(path) -> list[epath.Path]:
+    """The tar shards `path` names (a folder, a glob or one tar), sorted; lists names, reads nothing."""
     text = str(path)
     if any(c in text for c in '*?['):
         parent, pattern = text.rsplit('/', 1) if '/' in text else ('.', text)
@@ -153,28 +175,50 @@ def _caption_of(members: dict, tar: tarfile.TarFile) -> str | None:
 def webdataset(path, skipped) -> list[Item]:
     """Items of img2dataset-style tar shards (see the module doc)."""
     items, seen = [], set()
-    for tar_path in _tar_files(path):
-        try:
-            keys, captions = _tar_index(tar_path, skipped)
-        except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as e:   # not a tar, truncated, unreadable
-            skipped['unreadable tar shard'] += 1
-            log.warning('Skipped shard %s: not a readable tar file (%s: %s).', tar_path, type(e).__name__, e)
-            continue
-        for key, members in keys.items():
+    for tar_path in tar_files(path):
+        for key, ref, caption in tar_entries(tar_path, skipped):
             if key in seen:
                 skipped['duplicate key'] += 1
                 continue
             seen.add(key)
-            image = next((members[e] for e in WDS_IMAGE_EXTENSIONS if e in members), None)
-            if image is None:
-                skipped['missing image'] += 1
-                continue
-            kept = _clean([captions.get(key)], skipped)
-            if not kept:
-                skipped['empty caption'] += 1
-                continue
-            items.append(Item(key, ('tar', str(tar_path), image.offset_data, image.size), kept))
+            item = webdataset_item(key, ref, caption, skipped)
+            if item is not None:
+                items.append(item)
     return items
+
+
+def tar_entries(tar_path, skipped) -> list[tuple[str, tuple | None, str | None]]:
+    """(key, image reference or None, caption or None) per key of one shard, in the shard's order.
+
+    A shard that is not a readable tar gives no entries and counts one 'unreadable tar shard' (with
+    a warning): a failed download must not stop a run over thousands of shards. Duplicate keys
+    *across* shards are the caller's to drop (the local path and the Beam pipeline keep the first).
+    """
+    tar_path = paths.resolve(tar_path)
+    try:
+        keys, captions = _tar_index(tar_path, skipped)
+    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as e:   # not a tar, truncated, unreadable
+        skipped['unreadable tar shard'] += 1
+        log.warning('Skipped shard %s: not a readable tar file (%s: %s).', tar_path, type(e).__name__, e)
+        return []
+    entries = []
+    for key, members in keys.items():
+        image = next((members[e] for e in WDS_IMAGE_EXTENSIONS if e in members), None)
+        ref = None if image is None else ('tar', str(tar_path), image.offset_data, image.size)
+        entries.append((key, ref, captions.get(key)))
+    return entries
+
+
+def webdataset_item(key: str, ref: tuple | None, caption: str | None, skipped) -> Item | None:
+    """The Item of the first entry of `key`, or None (counted) when it has no image or no caption."""
+    if ref is None:
+        skipped['missing image'] += 1
+        return None
+    kept = _clean([caption], skipped)
+    if not kept:
+        skipped['empty caption'] += 1
+        return None
+    return Item(key, ref, kept)
 
 
 def _tar_index(tar_path: epath.Path, skipped) -> tuple[dict, dict]:
@@ -207,20 +251,34 @@ def _files_below(folder: epath.Path) -> list[epath.Path]:
     return sorted(found)
 
 
-def class_folders(path, skipped) -> tuple[list[Item], list[str]]:
-    """(items, class names) of a folder with one subfolder per class (see the module doc)."""
+def class_names(path) -> tuple[epath.Path, list[str]]:
+    """(root, sorted class names) of a class-folder tree: its subfolders, listed only."""
     root = paths.resolve(path)
     if not root.is_dir():
         raise FileNotFoundError(f'{root} is not a folder; pass a folder with one subfolder per class')
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
     if not classes:
         raise ValueError(f'{root} has no subfolders; put the images of each class in a subfolder named after it')
+    return root, classes
+
+
+def class_items(root, name: str, label: int, skipped) -> list[Item]:
+    """Items of one class folder `root/name` (files with an image extension anywhere below it)."""
+    root = paths.resolve(root)
+    items = []
+    for file in _files_below(root / name):
+        if file.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped['not an image file'] += 1
+            continue
+        key = f'{name}/{file.relative_to(root / name).as_posix()}'
+        items.append(Item(key, ('file', str(file)), label))
+    return items
+
+
+def class_folders(path, skipped) -> tuple[list[Item], list[str]]:
+    """(items, class names) of a folder with one subfolder per class (see the module doc)."""
+    root, classes = class_names(path)
     items = []
     for label, name in enumerate(classes):
-        for file in _files_below(root / name):
-            if file.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped['not an image file'] += 1
-                continue
-            key = f'{name}/{file.relative_to(root / name).as_posix()}'
-            items.append(Item(key, ('file', str(file)), label))
+        items.extend(class_items(root, name, label, skipped))
     return items, classes

@@ -60,29 +60,45 @@ def _local_file(dest: epath.Path):
         epath.Path(local).copy(dest, overwrite=True)
 
 
+def encode_example(item, image: bytes, features) -> tuple[bytes, int]:
+    """(the serialized record, its number of captions) of one loaded item; both paths write these bytes."""
+    example = {'image': image, 'key': item.key}
+    if isinstance(item.target, tuple):
+        example['caption'] = list(item.target)
+    else:
+        example['label'] = item.target
+    return features.serialize_example(example), len(item.target) if isinstance(item.target, tuple) else 0
+
+
+def open_shard(local_path: str):
+    """An array_record writer with the options every prepared shard uses (one record per group: random access)."""
+    return array_record_module.ArrayRecordWriter(local_path, 'group_size:1')
+
+
 def write_shard(items, dest: epath.Path, features, load, bar) -> dict:
     """Writes the usable examples of `items` to `dest`; returns the shard's report."""
     report = {'examples': 0, 'captions': 0, 'skipped': collections.Counter()}
     with _local_file(dest) as local:
-        writer = array_record_module.ArrayRecordWriter(local, 'group_size:1')
+        writer = open_shard(local)
         try:
             for item, (reason, image) in zip(items, load(item.ref for item in items)):
                 bar.update(1)
                 if reason:
                     report['skipped'][reason] += 1
                     continue
-                example = {'image': image, 'key': item.key}
-                if isinstance(item.target, tuple):
-                    example['caption'] = list(item.target)
-                    report['captions'] += len(item.target)
-                else:
-                    example['label'] = item.target
-                writer.write(features.serialize_example(example))
+                record, captions = encode_example(item, image, features)
+                writer.write(record)
+                report['captions'] += captions
                 report['examples'] += 1
         finally:
             writer.close()
     report['num_bytes'] = dest.stat().length
     return report
+
+
+def shard_name(name: str, split: str, i: int, num_shards: int) -> str:
+    """TFDS's file name of shard i of n: what tfds.data_source opens from the metadata's shard lengths."""
+    return f'{name}-{split}.array_record-{i:05d}-of-{num_shards:05d}'
 
 
 class Layout:
@@ -93,7 +109,7 @@ class Layout:
         self.name, self.split, self.num_shards = name, split, num_shards
 
     def shard(self, i: int) -> epath.Path:
-        return self.version_dir / f'{self.name}-{self.split}.array_record-{i:05d}-of-{self.num_shards:05d}'
+        return self.version_dir / shard_name(self.name, self.split, i, self.num_shards)
 
     def shard_report(self, i: int) -> epath.Path:
         return self.work / f'{self.split}-{i:05d}-of-{self.num_shards:05d}.json'
@@ -111,19 +127,37 @@ class Layout:
         return data + work
 
 
-def claim(layout: Layout, settings: dict, overwrite: bool) -> None:
-    """Records the settings of the split; refuses to mix shards of other settings."""
-    if overwrite:   # the metadata goes too: until it is rewritten, it would list the deleted shards
-        for path in layout.existing_files() + [layout.settings(), layout.version_dir / 'dataset_info.json']:
-            if path.exists():
-                path.unlink()
-    stored = read_json(layout.settings())
+def remove_split(layout: Layout) -> None:
+    """Deletes the split's shards, reports and settings; the metadata goes too: until it is rewritten,
+    it would list the deleted shards."""
+    for path in layout.existing_files() + [layout.settings(), layout.version_dir / 'dataset_info.json']:
+        if path.exists():
+            path.unlink()
+
+
+def check_settings(layout: Layout, stored, settings: dict) -> None:
+    """Raises ValueError if the split was recorded (`stored`) with other `settings`."""
     if stored is not None and stored != settings:
         changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
         raise ValueError(f'{layout.version_dir} holds split {layout.split!r} prepared with other settings '
                          f'({", ".join(changed)} differ); rerun with the same flags to resume, or pass '
                          f'--overwrite to prepare it again')
+
+
+def claim(layout: Layout, settings: dict, overwrite: bool) -> None:
+    """Records the settings of the split; refuses to mix shards of other settings."""
+    if overwrite:
+        remove_split(layout)
+    check_settings(layout, read_json(layout.settings()), settings)
     write_json(layout.settings(), settings)
+
+
+def shard_reports(layout: Layout) -> list | None:
+    """The reports of the split's shards, or None if any shard is not complete (report and shard file)."""
+    reports = [read_json(layout.shard_report(i)) for i in range(layout.num_shards)]
+    if any(r is None or not layout.shard(i).exists() for i, r in enumerate(reports)):
+        return None
+    return reports
 
 
 def split_infos(version_dir: epath.Path, name: str) -> list:
@@ -132,13 +166,21 @@ def split_infos(version_dir: epath.Path, name: str) -> list:
     for settings_path in sorted((version_dir / WORK).glob('*.settings.json')):
         settings = read_json(settings_path)
         layout = Layout(version_dir, name, settings['split'], settings['num_shards'])
-        reports = [read_json(layout.shard_report(i)) for i in range(layout.num_shards)]
-        if any(r is None or not layout.shard(i).exists() for i, r in enumerate(reports)):
+        reports = shard_reports(layout)
+        if reports is None:
             raise RuntimeError(f'split {layout.split!r} in {version_dir} is incomplete; rerun its prepare '
                                'command to finish it before the metadata can be written')
         infos.append(tfds.core.SplitInfo(name=layout.split, shard_lengths=[r['examples'] for r in reports],
                                          num_bytes=sum(r['num_bytes'] for r in reports)))
     return infos
+
+
+def write_metadata(version_dir: epath.Path, name: str, version: str, features, source) -> None:
+    """TFDS's dataset_info.json/features.json, listing every recorded split. Written last by both
+    paths: a split is readable by name only once all its shards are complete (else this raises)."""
+    tfds.folder_dataset.write_metadata(
+        data_dir=version_dir, features=features, split_infos=split_infos(version_dir, name),
+        version=version, check_data=False, description=f'Prepared by jaxclr.data.prepare from {source}.')
 
 
 def check_features(version_dir: epath.Path, features, splits) -> None:
