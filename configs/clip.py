@@ -95,6 +95,9 @@ def get_config(arg="tiny"):
     # "Train-step memory"); tiny needs neither.
     c.model.remat = "none" if tiny else "block"   # 'block': recompute each transformer block in the backward pass
     c.model.scan_layers = not tiny  # True: stacked block params (leading layer axis), applied with nnx.scan
+    # 'xla' (einsum + softmax, today's numbers) or 'dot_product' (jax.nn.dot_product_attention: cuDNN's fused
+    # kernel on a GPU in bf16); the same function (jaxclr.models.layers)
+    c.model.attention = "xla"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.terms = ml_collections.ConfigDict({name: 0.0 for name in LOSS_TERMS})   # a term is on with a weight > 0

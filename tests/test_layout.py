@@ -21,8 +21,9 @@ LAYERS = [
     ["jaxclr.data"],
     ["jaxclr.evals"],
     ["jaxclr.trainer"],
-    ["jaxclr.train", "jaxclr.evaluate", "jaxclr.research", "jaxclr.bench"],
-    ["jaxclr", "jaxclr.sweep", "jaxclr.aggregate", "jaxclr.study"],
+    ["jaxclr.train", "jaxclr.evaluate", "jaxclr.research"],
+    ["jaxclr.bench"],   # benchmarks time the trainer's own loop (jaxclr.train)
+    ["jaxclr", "jaxclr.sweep", "jaxclr.aggregate", "jaxclr.study", "jaxclr.plan"],
 ]
 TOP_MODULES = {"__init__.py", "train.py", "evaluate.py", "parallel.py", "paths.py"}
 THIN_LINES = 20

@@ -16,6 +16,7 @@ ADDED_KEYS = {
     "data.lowercase": False,
     "model.freeze": "",
     "model.learn_scale": True,
+    "model.attention": "xla",
     "model.image.stem": (),
     "model.image.stem_impl": "conv",
     "model.text.patch_size": 1,

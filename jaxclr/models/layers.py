@@ -19,6 +19,12 @@ Memory at scale (``Encoder``, set from ``model.remat`` / ``model.scan_layers``):
   (``blocks/attn/qkv/kernel`` instead of ``blocks/<i>/attn/qkv/kernel``), so weight decay
   by param name (``jaxclr.trainer.optim.param_role``) is the same. Scanned and unscanned encoders
   compute the same function (see ``stack_blocks``).
+
+Attention (``model.attention``): ``'xla'`` is the einsum-softmax-einsum of ``SelfAttention``, the
+default, whose numbers every run so far has; ``'dot_product'`` calls ``jax.nn.dot_product_attention``
+with the same mask and scale, which on a GPU can pick cuDNN's fused kernel (bf16/fp16) and
+elsewhere runs XLA's own composition. Both compute the same function with the same params
+(tests/models/test_attention.py: outputs and gradients equal to 1e-6 on the CPU).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from flax import nnx
 PARAM_DTYPE = jnp.float32
 # model.remat values -> jax.checkpoint policy (None: no remat); see the module docstring
 REMAT_POLICIES = {"none": None, "block": jax.checkpoint_policies.nothing_saveable}
+ATTENTIONS = ("xla", "dot_product")   # model.attention values (module docstring)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -46,17 +53,23 @@ class SelfAttention(nnx.Module):
     """Multi-head self-attention with a fused qkv projection.
 
     ``mask`` (optional) is boolean, broadcastable to [B, heads, L, L]; True means
-    "query may attend to key".
+    "query may attend to key". ``attention`` picks the implementation (module docstring).
     """
 
-    def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, width: int, heads: int, *, dtype, rngs: nnx.Rngs, attention: str = "xla"):
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.heads = heads
+        if attention not in ATTENTIONS:
+            raise ValueError(f"model.attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.heads, self.attention = heads, attention
         self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
         self.out = nnx.Linear(width, width, dtype=dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        if self.attention == "dot_product":
+            q, k, v = einops.rearrange(self.qkv(x), "b l (n h d) -> n b l h d", n=3, h=self.heads)
+            y = jax.nn.dot_product_attention(q, k, v, mask=mask)    # scale 1/sqrt(d), softmax in float32
+            return self.out(einops.rearrange(y, "b l h d -> b l (h d)"))
         q, k, v = einops.rearrange(self.qkv(x), "b l (n h d) -> n b h l d", n=3, h=self.heads)
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
         logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
@@ -87,9 +100,9 @@ def layer_norm(width: int, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
 class Block(nnx.Module):
     """Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x))."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, width: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs, attention: str = "xla"):
         self.ln1 = layer_norm(width, dtype, rngs)
-        self.attn = SelfAttention(width, heads, dtype=dtype, rngs=rngs)
+        self.attn = SelfAttention(width, heads, dtype=dtype, rngs=rngs, attention=attention)
         self.ln2 = layer_norm(width, dtype, rngs)
         self.mlp = MLP(width, mlp_ratio, dtype=dtype, rngs=rngs)
 
@@ -109,22 +122,24 @@ class Encoder(nnx.Module):
     """``depth`` pre-LN blocks followed by a final LayerNorm ("norm").
 
     ``remat`` ('none' | 'block') and ``scan_layers`` (stacked blocks applied with ``nnx.scan``)
-    change memory and compile time only, never the function (module docstring).
+    change memory and compile time only, and ``attention`` ('xla' | 'dot_product') the attention
+    kernel only; none changes the function (module docstring).
     """
 
     def __init__(self, width: int, depth: int, heads: int, mlp_ratio: int, *, dtype, rngs: nnx.Rngs,
-                 remat: str = "none", scan_layers: bool = False):
+                 remat: str = "none", scan_layers: bool = False, attention: str = "xla"):
         remat_policy(remat)   # validates
         self.remat, self.scan_layers, self.depth = remat, bool(scan_layers), int(depth)
         if self.scan_layers:
             @nnx.split_rngs(splits=self.depth)
             @nnx.vmap(in_axes=0, out_axes=0)
             def stacked(r: nnx.Rngs) -> Block:
-                return Block(width, heads, mlp_ratio, dtype=dtype, rngs=r)
+                return Block(width, heads, mlp_ratio, dtype=dtype, rngs=r, attention=attention)
 
             self.blocks = stacked(rngs)
         else:
-            self.blocks = nnx.List([Block(width, heads, mlp_ratio, dtype=dtype, rngs=rngs) for _ in range(depth)])
+            self.blocks = nnx.List([Block(width, heads, mlp_ratio, dtype=dtype, rngs=rngs, attention=attention)
+                                    for _ in range(depth)])
         self.norm = layer_norm(width, dtype, rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -36,15 +36,16 @@ class TextTransformer(nnx.Module):
       vocab_size, pad_id, eos_id: the tokenizer's vocabulary size (rows of the token table) and
         its padding and end-of-text ids (not config keys: they follow data.tokenizer).
       rngs: nnx.Rngs with a 'params' stream.
-      remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
-        jaxclr.models.layers); they never change the function.
+      remat, scan_layers, attention: memory options and the attention kernel of the encoder
+        (model.remat, model.scan_layers, model.attention; see jaxclr.models.layers); they never
+        change the function.
 
     Params: 'token' (nnx.Embed, table 'embedding'), 'pos_embedding' [1, max_len, width],
     'encoder' (blocks + final norm).
     """
 
     def __init__(self, cfg_text, dtype="float32", *, vocab_size: int, pad_id: int, eos_id: int, rngs: nnx.Rngs,
-                 remat: str = "none", scan_layers: bool = False):
+                 remat: str = "none", scan_layers: bool = False, attention: str = "xla"):
         self.dtype = compute_dtype(dtype)
         self.vocab_size, self.max_len = int(vocab_size), int(cfg_text["max_len"])
         self.pad_id, self.eos_id = int(pad_id), int(eos_id)
@@ -59,7 +60,7 @@ class TextTransformer(nnx.Module):
         self.pos_embedding = nnx.Param(init(rngs.params(), (1, positions, self.width), PARAM_DTYPE))
         self.encoder = Encoder(self.width, int(cfg_text["depth"]), int(cfg_text["heads"]),
                                int(cfg_text["mlp_ratio"]), dtype=self.dtype, rngs=rngs, remat=remat,
-                               scan_layers=scan_layers)
+                               scan_layers=scan_layers, attention=attention)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         """tokens int [B, L] with L <= max_len -> features [B, width] float32."""

@@ -57,7 +57,8 @@ class TwoTower(nnx.Module):
         dtype = compute_dtype(cfg_model["dtype"])
         embed_dim = int(cfg_model["embed_dim"])
         self.learn_bias = bool(cfg_model["learn_bias"])
-        memory = dict(remat=cfg_model["remat"], scan_layers=bool(cfg_model["scan_layers"]))
+        memory = dict(remat=cfg_model["remat"], scan_layers=bool(cfg_model["scan_layers"]),
+                      attention=cfg_model["attention"])
         self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, **memory)
         self.text = TextTransformer(cfg_model["text"], dtype, vocab_size=vocab_size, pad_id=pad_id, eos_id=eos_id,
                                     rngs=rngs, **memory)

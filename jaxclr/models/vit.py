@@ -69,15 +69,16 @@ class ViT(nnx.Module):
       image_size: side S of the square input images [B, S, S, 3].
       dtype: compute dtype (name or dtype); parameters are float32.
       rngs: nnx.Rngs with a 'params' stream.
-      remat, scan_layers: memory options of the encoder (model.remat, model.scan_layers; see
-        jaxclr.models.layers); they never change the function.
+      remat, scan_layers, attention: memory options and the attention kernel of the encoder
+        (model.remat, model.scan_layers, model.attention; see jaxclr.models.layers); they never
+        change the function.
 
     Params: 'patch' (Linear on flattened patches), 'pos_embedding' [1, T, width],
     'cls_embedding' [1, 1, width] (only for 'tok' pooling), 'encoder' (blocks + final norm).
     """
 
     def __init__(self, cfg_image, image_size: int, dtype="float32", *, rngs: nnx.Rngs, remat: str = "none",
-                 scan_layers: bool = False):
+                 scan_layers: bool = False, attention: str = "xla"):
         patch, width, pool = int(cfg_image["patch_size"]), int(cfg_image["width"]), cfg_image["pool"]
         if image_size % patch:
             raise ValueError(f"image_size {image_size} is not divisible by model.image.patch_size {patch}")
@@ -104,7 +105,7 @@ class ViT(nnx.Module):
             self.cls_embedding = nnx.Param(jnp.zeros((1, 1, width), PARAM_DTYPE))
         self.encoder = Encoder(width, int(cfg_image["depth"]), int(cfg_image["heads"]),
                                int(cfg_image["mlp_ratio"]), dtype=self.dtype, rngs=rngs, remat=remat,
-                               scan_layers=scan_layers)
+                               scan_layers=scan_layers, attention=attention)
 
     def __call__(self, images: jax.Array) -> jax.Array:
         """images [B, S, S, 3] (uint8 or float on the 0..255 scale) -> features [B, width] float32."""

@@ -248,6 +248,7 @@ def _model(r: _Report, image_size: int | None) -> None:
             r.add("model.dtype", str(e).removeprefix("model.dtype "))   # 'must be one of [...], got ...'
     r.choice("model.image.pool", vit.POOLS, "pooling")
     r.choice("model.image.stem_impl", vit.STEM_IMPLS, "stem implementation")
+    r.choice("model.attention", layers.ATTENTIONS, "attention implementation")
     patch = r.number("model.image.patch_size", integer=True, low=1, hint="use e.g. 16")
     stem = r.get("model.image.stem", ())
     if not isinstance(stem, (tuple, list)) or not all(

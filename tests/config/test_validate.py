@@ -168,6 +168,11 @@ def test_unknown_pool():
     assert_one(tiny(model__image__pool="cls"), "model.image.pool", "unknown pooling 'cls'", "'mean', 'tok'")
 
 
+def test_unknown_attention():
+    assert_one(tiny(model__attention="flash"), "model.attention", "unknown attention implementation 'flash'",
+               "'dot_product', 'xla'")
+
+
 def test_init_scale_must_be_positive_and_at_most_max_scale():
     assert_one(tiny(model__init_scale=0.0), "model.init_scale", "must be > 0")
     assert_one(tiny(model__init_scale=200.0), "model.init_scale", "above model.max_scale 100.0")

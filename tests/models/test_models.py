@@ -26,7 +26,7 @@ def small_config(**overrides):
         "text": {"max_len": 12, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2,
                  "causal": True, "patch_size": 1},
         "init_scale": 14.285714, "max_scale": 100.0, "learn_bias": False, "init_bias": -10.0,
-        "remat": "none", "scan_layers": False})
+        "remat": "none", "scan_layers": False, "attention": "xla"})
     cfg.update_from_flattened_dict(overrides)
     return cfg
 
