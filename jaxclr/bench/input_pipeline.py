@@ -18,28 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from jaxclr import config as configlib
+from jaxclr.bench.photos import photo_crops
 from jaxclr.data import pipeline
 from jaxclr.data.prepare import convert as prepare
 
 
 def write_photos(folder: Path, count: int, seed: int = 0) -> Path:
     """`count` JPEG crops (256..427 px squares, some scaled up to 512) and a CSV manifest."""
-    from sklearn.datasets import load_sample_images
-
-    photos = load_sample_images().images
-    rng = np.random.default_rng(seed)
     rows = []
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        side = int(rng.integers(256, 428))
-        top, left = (int(rng.integers(0, photo.shape[k] - side + 1)) for k in (0, 1))
-        image = Image.fromarray(photo[top:top + side, left:left + side])
-        if rng.random() < 0.5:
-            image = image.resize((512, 512), Image.BICUBIC)
+    for i, image in enumerate(photo_crops(count, seed)):
         image.save(folder / f"{i:05d}.jpg", quality=90)
         rows.append({"image": f"{i:05d}.jpg", "caption": f"photo number {i}"})
     manifest = folder / "captions.csv"

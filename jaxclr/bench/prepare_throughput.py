@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
+from jaxclr.bench.photos import photo_crops
 from jaxclr.data.prepare import beam_pipeline, convert
 
 KEYS_PER_TAR = 250
@@ -30,20 +28,12 @@ KEYS_PER_TAR = 250
 
 def write_tars(folder: Path, count: int, seed: int = 0) -> None:
     """`count` captioned JPEG photos as tars of KEYS_PER_TAR keys (<key>.jpg + <key>.txt)."""
-    from sklearn.datasets import load_sample_images
-
-    photos = load_sample_images().images
-    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
+    crops = photo_crops(count, seed)
     for first in range(0, count, KEYS_PER_TAR):
         with tarfile.open(folder / f"{first // KEYS_PER_TAR:05d}.tar", "w") as tar:
             for i in range(first, min(first + KEYS_PER_TAR, count)):
-                photo = photos[i % len(photos)]
-                side = int(rng.integers(256, 428))
-                top, left = (int(rng.integers(0, photo.shape[k] - side + 1)) for k in (0, 1))
-                image = Image.fromarray(photo[top:top + side, left:left + side])
-                if rng.random() < 0.5:
-                    image = image.resize((512, 512), Image.BICUBIC)
+                image = next(crops)
                 buffer = io.BytesIO()
                 image.save(buffer, "JPEG", quality=90)
                 for name, data in ((f"{i:06d}.jpg", buffer.getvalue()), (f"{i:06d}.txt", f"photo {i}".encode())):
