@@ -172,12 +172,15 @@ def test_make_train_installs_the_package_and_accelerator_extra_only(accel):
     assert f".installed-{accel or 'cpu'}" in out and "jaxclr.train" in out
 
 
-@pytest.mark.parametrize("accel, extras", [("", "test"), ("tpu", "test,tpu"), ("cuda12", "test,cuda12")])
-def test_make_test_adds_the_test_extra(accel, extras):
+@pytest.mark.parametrize("accel, extras", [("", "test,beam"), ("tpu", "test,beam,tpu"),
+                                           ("cuda12", "test,beam,cuda12")])
+def test_make_test_adds_the_test_and_beam_extras_and_libtpu_out_of_sight(accel, extras):
     out = make_dry_run("-B", f"ACCEL={accel}", "test")
     installs = re.findall(r"pip install --quiet -e '(\.[^']*)'", out)
     assert installs == [f".[{accel}]" if accel else ".", f".[{extras}]"]
     assert f".installed-test-{accel or 'cpu'}" in out and "pytest" in out
+    assert "--no-deps --upgrade --target .venv/libtpu" in out   # for jaxclr.plan, not on jax's path
+    assert "--target" not in make_dry_run("-B", f"ACCEL={accel}", "train")
 
 
 def test_switching_accel_reinstalls(tmp_path):
