@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import tempfile
 import time
 
@@ -27,7 +26,7 @@ from jaxclr import config as configlib
 from jaxclr import parallel, train
 from jaxclr.config.values import GridError, typed_overrides
 from jaxclr.data import pipeline
-from jaxclr.logs.metrics import METRICS_FILE
+from jaxclr.research import aggregate
 from jaxclr.trainer import host_memory
 
 
@@ -46,9 +45,8 @@ def step_alone(run, state, batch, steps: int):
 def loop_rate(workdir: str, after_step: int) -> float:
     """Examples/s of the loop over its logged intervals after `after_step` (total examples over total
     time: each interval's examples_per_sec is the examples of that interval over its seconds)."""
-    records = [json.loads(line) for line in open(f"{workdir}/{METRICS_FILE}")]
-    rates = [(r["step"], r["examples_per_sec"]) for r in records if "examples_per_sec" in r]
-    timed = [(step, rate) for step, rate in rates if step > after_step]
+    steps, rates = aggregate.series(workdir, "examples_per_sec")
+    timed = [(step, rate) for step, rate in zip(steps, rates) if step > after_step]
     previous = [after_step] + [step for step, _ in timed[:-1]]
     examples = [step - prev for (step, _), prev in zip(timed, previous)]   # in steps; the batch cancels
     return sum(examples) / sum(n / rate for n, (_, rate) in zip(examples, timed))
