@@ -11,7 +11,7 @@ endif
 comma := ,
 ACC := $(or $(ACCEL),cpu)
 # `make train` / `make bench` install the package alone (plus the accelerator extra); `make test`
-# and `make lint` add the [test] and [beam] extras and libtpu (in .venv/libtpu, for jaxclr.plan). One stamp per accelerator: switching ACCEL finds no stamp
+# and `make lint` add the [test], [beam] and [interop] extras and libtpu (in .venv/libtpu, for jaxclr.plan). One stamp per accelerator: switching ACCEL finds no stamp
 # and reinstalls, removing the other's plugin.
 STAMP := $(VENV)/.installed-$(ACC)
 TEST_STAMP := $(VENV)/.installed-test-$(ACC)
@@ -34,7 +34,7 @@ $(STAMP): setup.py
 	echo '$(ACC)' > $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,beam$(if $(ACCEL),$(comma)$(ACCEL))]'
+	$(PY) -m pip install --quiet -e '.[test,beam,interop$(if $(ACCEL),$(comma)$(ACCEL))]'
 	# libtpu for `python -m jaxclr.plan` and its compile test, outside site-packages so that no other
 	# jax process of this venv finds it (jaxclr/bench/tpu_env.py says why)
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/libtpu "$$($(PY) -c 'from jaxclr.bench import tpu_env; print(tpu_env.requirement())')"

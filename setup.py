@@ -28,11 +28,17 @@ setup(
         "scipy>=1.11",   # jaxclr.study: Spearman rho of the studies' correlation claims
         "numpy>=1.26",
         "sentencepiece>=0.2",
+        "tokenizers>=0.20,<1",   # released CLIP tokenizers (data.tokenizer='clip_bpe')
+        "safetensors>=0.4,<1",   # released checkpoints in and out (jaxclr.pretrained), read with numpy
     ],
     extras_require={
         # One extra per job; `make train` installs none but the accelerator's, `make test` adds [test].
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "wandb>=0.19"],   # the W&B sink is tested offline
         "wandb": ["wandb>=0.19"],   # log.wandb=True
+        # The references the pretrained-model tests compare against (transformers' torch CLIPModel /
+        # SiglipModel / CLIPTokenizerFast); `make test` installs it. torch 2.13.0 is pinned because pip
+        # takes its CPU wheel (192 MB) on the project's machines; elsewhere install a CPU torch first.
+        "interop": ["torch==2.13.0", "transformers>=5,<6"],
         # Accelerators: `make ACCEL=tpu|cuda12 train` installs '.[<ACCEL>]'. Both wheels are on PyPI
         # (libtpu and jax-cuda12-plugin[with-cuda]); no -f/--find-links URL is needed for jax >= 0.4.3x.
         "tpu": [f"jax[tpu]{JAX_BOUNDS}"],

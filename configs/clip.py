@@ -1,4 +1,5 @@
-"""CLIP (softmax InfoNCE) dual encoder; presets by arg: tiny (CPU default), digits, study, s16, b16, l14.
+"""CLIP (softmax InfoNCE) dual encoder; presets by arg: tiny (CPU default), digits, study, s16, b16, l14,
+the released architectures openai_b32, openai_b16, openai_l14, b16_224 (SigLIP's), and tiny_hf.
 
 digits: the tiny model on real handwritten digits (scikit-learn's, embedded as jaxclr_digits):
 1,500 steps, zero-shot with the captions' own templates (figures: docs/data.md, "Data
@@ -11,6 +12,14 @@ Figures: docs/data.md ("Data benchmarks") and each study's experiments/*/README.
 
     python -m jaxclr.train --config=configs/clip.py:tiny --workdir=runs/tiny
     python -m jaxclr.train --config=configs/clip.py:b16 --config.train.batch_size=32768 ...
+
+openai_b32 / openai_b16 / openai_l14: OpenAI's CLIP ViT-B/32, B/16, L/14 (ln_pre, no patch bias,
+quick-GELU, LayerNorm eps 1e-5, pooling at the end token, OpenAI's pixel mean/std, CLIP's BPE
+with 77 tokens); b16_224: SigLIP B/16 at 224 px (attention-pooling head, text pooled at the last
+position, SigLIP's SentencePiece, 64 tokens). Both start from imported weights
+(`python -m jaxclr.import_weights`, docs/pretrained.md; set data.tokenizer_model).
+tiny_hf: the tiny model in a shape Hugging Face's CLIPModel expresses (no stem, no patch bias,
+ln_pre, causal text pooled at CLIP BPE's end token), so `python -m jaxclr.export` hands it on.
 
 Every other objective config starts from this one and changes `loss` (and the
 logit parameters) only, so an ablation differs from the baseline by exactly the
@@ -31,13 +40,44 @@ PRESETS = {
     "s16": dict(patch=16, width=384, depth=12, heads=6, twidth=384, tdepth=12, theads=6, embed=384),
     "b16": dict(patch=16, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
     "l14": dict(patch=14, width=1024, depth=24, heads=16, twidth=768, tdepth=12, theads=12, embed=768),
+    "openai_b32": dict(patch=32, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
+    "openai_b16": dict(patch=16, width=768, depth=12, heads=12, twidth=512, tdepth=12, theads=8, embed=512),
+    "openai_l14": dict(patch=14, width=1024, depth=24, heads=16, twidth=768, tdepth=12, theads=12, embed=768),
+    "b16_224": dict(patch=16, width=768, depth=12, heads=12, twidth=768, tdepth=12, theads=12, embed=768),
+    "tiny_hf": TINY,
 }
+RELEASED = ("openai_b32", "openai_b16", "openai_l14", "b16_224", "tiny_hf")
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)   # OpenAI CLIP's pixel mean and std (RGB, [0, 1] scale)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def released(c, arg):
+    """Sets the architecture keys of the released models' presets (module docstring) on config `c`."""
+    image, text = c.model.image, c.model.text
+    if arg.startswith("openai_") or arg == "tiny_hf":
+        image.update(pool="tok", ln_pre=True, patch_bias=False, act="quick_gelu", ln_eps=1e-5, stem=())
+        text.update(causal=True, act="quick_gelu", ln_eps=1e-5, patch_size=1)
+        c.data.tokenizer = "clip_bpe"   # set data.tokenizer_model to the model's tokenizer files
+        c.data.lowercase = True         # CLIP's BPE lower-cases
+        if arg.startswith("openai_"):
+            image.update(pixel_mean=OPENAI_MEAN, pixel_std=OPENAI_STD)
+            text.update(pool="argmax", vocab_size=49_408)
+            c.data.max_len = 77
+            c.data.eval_resize = "clip"
+        else:
+            text.pool = "eos"
+    elif arg == "b16_224":
+        image.update(pool="map", proj="none", stem=())
+        text.update(causal=False, pool="last", proj="affine", patch_size=1, vocab_size=32_000)
+        c.data.tokenizer = "siglip"
+        c.data.max_len = 64
+        c.data.eval_resize = "squash"
 
 def get_config(arg="tiny"):
     if arg not in PRESETS:
         raise ValueError(f"unknown preset {arg!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[arg]
-    tiny = arg in ("tiny", "digits", "study")   # CPU-sized
+    tiny = arg in ("tiny", "digits", "study", "tiny_hf")   # CPU-sized
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -67,6 +107,9 @@ def get_config(arg="tiny"):
     c.data.worker_count = 0         # grain processes decoding ahead (0: threads of the trainer)
     c.data.prefetch = 8             # batches read ahead of the train step (0: each batch read when asked for)
     c.data.eval_examples = 2_000
+    # Eval images to data.image_size (jaxclr/data/resize.py): 'crop_bilinear' (centre square, bilinear),
+    # 'clip' (shorter side bicubic + centre crop: CLIPImageProcessor) or 'squash' (bicubic: SiglipImageProcessor)
+    c.data.eval_resize = "crop_bilinear"
     # Feature names of a dataset read by name (python -m jaxclr.data.prepare writes these):
     c.data.image_feature = "image"
     c.data.caption_feature = "caption"  # Text, or a Sequence of Text (training draws one per example)
@@ -79,11 +122,21 @@ def get_config(arg="tiny"):
         patch_size=p["patch"], width=p["width"], depth=p["depth"], heads=p["heads"], mlp_ratio=4,
         pool="mean" if tiny else "tok",
         stem=(16, 32, 64) if arg == "study" else (16, 32, 64, 128) if tiny else (),
-        stem_impl="auto"))   # 'conv' | 'matmul' (the same function) | 'auto': matmul for GradCache on CPU
+        stem_impl="auto",    # 'conv' | 'matmul' (the same function) | 'auto': matmul for GradCache on CPU
+        # Released models' options (docs/pretrained.md); these defaults are every earlier run's function:
+        ln_pre=False,                      # LayerNorm after the position embedding (OpenAI's CLIP)
+        patch_bias=True,                   # bias of the patch embedding (none in CLIP)
+        act="gelu_tanh",                   # 'gelu_tanh' | 'gelu_exact' | 'quick_gelu' (the blocks' MLP)
+        ln_eps=1e-6,                       # LayerNorm epsilon
+        pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.5, 0.5, 0.5),   # per channel, pixels scaled to [0, 1]
+        proj="linear"))                    # 'linear' | 'affine' (with bias) | 'none' (width = embed_dim)
     c.model.text = ml_collections.ConfigDict(dict(
         max_len=c.data.get_ref("max_len"), width=p["twidth"], depth=p["tdepth"], heads=p["theads"],
         mlp_ratio=4, causal=not tiny,  # tiny: bidirectional, mean-pooled (experiments/tiny_recipe)
-        patch_size=4 if tiny else 1))
+        patch_size=4 if tiny else 1,
+        pool="auto",    # 'auto' (eos if causal, else mean) | 'eos' | 'argmax' (largest id: OpenAI) | 'mean' | 'last'
+        act="gelu_tanh", ln_eps=1e-6, proj="linear",
+        vocab_size=0))  # rows of the token table; 0: the tokenizer's vocabulary size
     c.model.init_scale = 1 / 0.07   # log-scale 2.659260
     c.model.max_scale = 100.0
     c.model.learn_bias = False
@@ -156,6 +209,7 @@ def get_config(arg="tiny"):
     # Extra zero-shot tasks: TFDS datasets prepared in the data dir, 'name[:split]', e.g.
     # ("cifar10", "imagenet2012:validation"); metrics zeroshot/<name>_top1 (jaxclr.evals.tasks).
     c.eval.zeroshot_datasets = ()
+    c.eval.retrieval_datasets = ()  # Recall@K on whole TFDS splits 'name[:split]', e.g. ("coco_captions:test",)
     if arg == "digits":
         # 1,294 train / 144 validation / 359 test images; a mirrored digit is no digit: no flip
         c.data.name = "jaxclr_digits"
@@ -174,5 +228,7 @@ def get_config(arg="tiny"):
         c.eval.every = 500
         c.checkpoint.every = 500
         c.eval.evaluators = ("zeroshot", "retrieval", "geometry", "linear_probe")
+    if arg in RELEASED:
+        released(c, arg)
     assert math.isclose(math.log(c.model.init_scale), 2.659260, abs_tol=1e-6)
     return c

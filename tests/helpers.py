@@ -106,7 +106,7 @@ def make_config(data_dir, **overrides):
     data = {'name': 'jaxclr_shapes', 'data_dir': str(data_dir), 'image_size': 32, 'num_train': 64,
             'num_test': 32, 'build_seed': 0, 'max_len': 80, 'train_split': 'train', 'eval_split': 'test',
             'flip': True, 'worker_count': 0, 'prefetch': 8, 'eval_examples': 2000,
-            'tokenizer': 'bytes', 'tokenizer_model': '', 'lowercase': False}
+            'tokenizer': 'bytes', 'tokenizer_model': '', 'lowercase': False, 'eval_resize': 'crop_bilinear'}
     data.update(overrides)
     return ml_collections.ConfigDict({'seed': 0, 'data': data})
 

@@ -172,8 +172,8 @@ def test_make_train_installs_the_package_and_accelerator_extra_only(accel):
     assert f".installed-{accel or 'cpu'}" in out and "jaxclr.train" in out
 
 
-@pytest.mark.parametrize("accel, extras", [("", "test,beam"), ("tpu", "test,beam,tpu"),
-                                           ("cuda12", "test,beam,cuda12")])
+@pytest.mark.parametrize("accel, extras", [("", "test,beam,interop"), ("tpu", "test,beam,interop,tpu"),
+                                           ("cuda12", "test,beam,interop,cuda12")])
 def test_make_test_adds_the_test_and_beam_extras_and_libtpu_out_of_sight(accel, extras):
     out = make_dry_run("-B", f"ACCEL={accel}", "test")
     installs = re.findall(r"pip install --quiet -e '(\.[^']*)'", out)

@@ -21,9 +21,10 @@ LAYERS = [
     ["jaxclr.data"],
     ["jaxclr.evals"],
     ["jaxclr.trainer"],
-    ["jaxclr.train", "jaxclr.evaluate", "jaxclr.research"],
+    ["jaxclr.train", "jaxclr.evaluate", "jaxclr.research", "jaxclr.pretrained"],
     ["jaxclr.bench"],   # benchmarks time the trainer's own loop (jaxclr.train)
-    ["jaxclr", "jaxclr.sweep", "jaxclr.aggregate", "jaxclr.study", "jaxclr.plan"],
+    ["jaxclr", "jaxclr.sweep", "jaxclr.aggregate", "jaxclr.study", "jaxclr.plan", "jaxclr.import_weights",
+     "jaxclr.export", "jaxclr.classify"],
 ]
 TOP_MODULES = {"__init__.py", "train.py", "evaluate.py", "parallel.py", "paths.py"}
 THIN_LINES = 20

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import file_adapters
+from tensorflow_datasets.core import file_adapters, read_only_builder
 
 from jaxclr import paths
 from jaxclr.data import digits, shapes
@@ -77,6 +77,14 @@ def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
         raise ValueError(
             f'Unknown dataset {name!r}: it is not an embedded dataset ({", ".join(EMBEDDED)}) '
             f'and no TFDS dataset of that name is registered or prepared in {data_dir}.') from None
+    except ImportError as e:   # TFDS's code for it needs a module jaxclr lacks (coco_captions: TensorFlow)
+        try:   # the prepared copy's own metadata describes it: read that
+            return read_only_builder.builder_from_files(name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            raise FileNotFoundError(
+                f'TFDS dataset {name!r} is not prepared in {data_dir}, and its TFDS code cannot run here '
+                f'({e}); prepare it where it can, e.g. `tfds build {name} --data_dir={data_dir} '
+                '--file_format=array_record` with TensorFlow installed.') from None
 
 
 def ensure_prepared(data_cfg) -> tfds.core.DatasetBuilder:

@@ -13,11 +13,13 @@ of ``batches`` reads the split again from its first record: nothing is kept betw
   decoded by a few threads one batch at a time; bad records are skipped and counted like the
   train pipeline's (``RecordSplit.stats``, a ``pipeline.ReadStats``).
 - ``ArraySplit``: in-memory arrays (tests, small hand-made sets).
-- ``eval_split(config)``: the RecordSplit of ``config.data.eval_split`` with the dataset's labels.
+- ``eval_split(config)``: the RecordSplit of ``config.data.eval_split`` with the dataset's labels,
+  its images resized as data.eval_resize says (jaxclr/data/resize.py).
 
 Records are standardised by the train pipeline's ``pipeline.Standardize`` (features named by
-data.image_feature / caption_feature / label_feature; the caption a Text or a Sequence of Text
-for several captions per image), so training and evaluation read a dataset alike.
+data.image_feature / caption_feature / label_feature; the caption a Text, a Sequence of Text, or
+a Sequence of records with a Text 'text', as TFDS coco_captions has), so training and evaluation
+read a dataset alike.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def eval_split(config) -> RecordSplit:
     every zero-shot task of the dataset (``datasets.zero_shot_tasks``)."""
     data_cfg = config.data
     tasks = datasets.zero_shot_tasks(data_cfg)
-    standardize = pipeline.standardizer(data_cfg, with_labels=True)
+    standardize = pipeline.standardizer(data_cfg, with_labels=True, eval_images=True)
     source = datasets.data_source(data_cfg, data_cfg.eval_split)
     return RecordSplit(source, standardize, int(data_cfg.eval_examples), tuple(tasks),
                        name=f'{data_cfg.name}:{data_cfg.eval_split}')

@@ -1,7 +1,8 @@
 """Input pipeline: the run's global training order read through grain (eval splits: eval_stream.py).
 
 Records are first standardised to {'image': uint8 [S, S, 3], 'caption': str, 'captions':
-(str, ...)} from the features named by data.image_feature / caption_feature. A record
+(str, ...)} from the features named by data.image_feature / caption_feature (images resized
+by resize.py; eval images as data.eval_resize says). A record
 that cannot be read or decoded, has an empty caption or an image that is not an image
 is skipped and counted, never a crash. Counts live where the records are read, never in
 module globals: a `SafeSource` counts into its `ReadStats`, and every training example
@@ -20,7 +21,7 @@ import grain.python as grain
 import numpy as np
 from absl import flags
 
-from jaxclr.data import augment, datasets, text
+from jaxclr.data import augment, datasets, resize, text
 from jaxclr.data.text import tokenizer
 
 log = logging.getLogger(__name__)
@@ -101,28 +102,26 @@ class BadRecord(ValueError):
         self.reason = reason
 
 
-def _to_rgb(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [size, size, 3] from an [H, W], [H, W, 1|3|4] uint8 image (centre crop + resize)."""
+def _to_rgb(image: np.ndarray, size: int, mode: str = resize.DEFAULT) -> np.ndarray:
+    """uint8 [size, size, 3] from an [H, W], [H, W, 1|3|4] uint8 image (resized as `mode` says: resize.py)."""
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or image.dtype != np.uint8:
         raise BadRecord('bad image', f'{image.dtype} {image.shape}')
     image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
-    if image.shape[:2] != (size, size):
-        from PIL import Image  # only real datasets of other sizes get here
-        h, w = image.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        crop = Image.fromarray(np.ascontiguousarray(image[top:top + side, left:left + side]))
-        image = np.asarray(crop.resize((size, size), Image.BILINEAR))
-    return image
+    return resize.resize_image(image, size, mode)
 
 
 def _captions(value) -> tuple:
-    """The non-blank captions of a Text (str/bytes) or Sequence(Text) feature value, in order."""
+    """The non-blank captions of a caption feature's value, in order: a Text (str/bytes), a
+    Sequence of Text, or a Sequence of records whose 'text' field is Text (TFDS coco_captions:
+    ``Sequence({'id': int64, 'text': Text})``, decoded as a dict of lists, or a list of dicts)."""
     if value is None:
         return ()
+    if isinstance(value, dict):
+        value = value.get('text', ())
     values = [value] if isinstance(value, (str, bytes)) else list(value)
+    values = [v.get('text') if isinstance(v, dict) else v for v in values]
     texts = (v.decode('utf-8') if isinstance(v, bytes) else v for v in values)
     return tuple(t for t in texts if isinstance(t, str) and t.strip())
 
@@ -131,14 +130,18 @@ class Standardize:
     """Decoded TFDS example -> {'image', 'caption', 'captions'[, 'labels']}; raises BadRecord if unusable.
 
     Features are read by name (data.image_feature / caption_feature / label_feature). The
-    caption feature is a Text or a Sequence of Text: 'captions' holds its non-blank captions
-    (training draws one, see TrainTransform) and 'caption' the first. A dataset without the
-    caption feature uses 'text', else a prompt from its ClassLabel ("a photo of a <name>.").
+    caption feature is a Text, a Sequence of Text or a Sequence of records with a Text 'text'
+    (`_captions`): 'captions' holds its non-blank captions (training draws one, see
+    TrainTransform) and 'caption' the first. A dataset without the caption feature uses 'text',
+    else a prompt from its ClassLabel ("a photo of a <name>."). Images are resized to
+    image_size as `resize_mode` says (resize.py: training always uses the default).
     """
 
     def __init__(self, image_size: int, class_names=None, label_fn=None, image_feature: str = 'image',
-                 caption_feature: str = 'caption', label_feature: str = 'label', with_captions: bool = True):
+                 caption_feature: str = 'caption', label_feature: str = 'label', with_captions: bool = True,
+                 resize_mode: str = resize.DEFAULT):
         self.image_size = image_size
+        self.resize_mode = resize_mode
         self.class_names = class_names
         self.label_fn = label_fn
         self.image_feature, self.caption_feature, self.label_feature = image_feature, caption_feature, label_feature
@@ -154,7 +157,7 @@ class Standardize:
                 raise BadRecord('empty caption')
         if self.image_feature not in example:
             raise BadRecord('no image', f'no feature {self.image_feature!r} (data.image_feature)')
-        out = {'image': _to_rgb(np.asarray(example[self.image_feature]), self.image_size),
+        out = {'image': _to_rgb(np.asarray(example[self.image_feature]), self.image_size, self.resize_mode),
                'caption': captions[0] if captions else '', 'captions': captions}
         if self.label_fn is not None:
             out['labels'] = self.label_fn(example)
@@ -211,14 +214,20 @@ class TrainTransform(grain.RandomMapTransform):
         return {'image': np.ascontiguousarray(image, np.uint8), 'text': ids, TRUNCATED_FIELD: np.int32(truncated)}
 
 
-def standardizer(data_cfg, with_labels: bool, with_captions: bool = True) -> Standardize:
-    """The Standardize of `config.data` (feature names, class-name captions, task labels)."""
+def standardizer(data_cfg, with_labels: bool, with_captions: bool = True, eval_images: bool = False) -> Standardize:
+    """The Standardize of `config.data` (feature names, class-name captions, task labels).
+
+    eval_images: the records are evaluation images (eval split, zero-shot and retrieval
+    datasets, the linear probe's fit set), resized as data.eval_resize says; else training's.
+    """
     tasks = datasets.zero_shot_tasks(data_cfg)
     names = datasets.feature_names(data_cfg)
     class_names = tasks.get(names['label']) if data_cfg.name not in datasets.EMBEDDED else None
     label_fn = datasets.task_labels_fn(data_cfg) if with_labels else None
+    mode = str(data_cfg.eval_resize) if eval_images else resize.DEFAULT
     return Standardize(data_cfg.image_size, class_names, label_fn, image_feature=names['image'],
-                       caption_feature=names['caption'], label_feature=names['label'], with_captions=with_captions)
+                       caption_feature=names['caption'], label_feature=names['label'], with_captions=with_captions,
+                       resize_mode=mode)
 
 
 class GlobalOrder:

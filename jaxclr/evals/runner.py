@@ -3,7 +3,7 @@
 Each evaluator is a small class built from ``(eval_cfg, eval_set, tokenize)`` whose
 ``run(embed_image, embed_text, embeddings=None)`` yields ``(name, value)`` pairs such as
 ``('retrieval/i2t_R@1', 0.42)``. ``eval_set`` is a ``tasks.EvalSet`` (the streamed eval split,
-its zero-shot tasks, extra zero-shot datasets); ``tokenize`` maps a list of N strings to int32
+its zero-shot tasks, extra zero-shot datasets, retrieval benchmarks); ``tokenize`` maps a list of N strings to int32
 [N, L] tokens. ``run_evals`` streams the eval split once (``embed.embed_split``: only embeddings,
 labels and caption ids are kept) and shares the embeddings with every evaluator. Config keys
 read from ``eval_cfg``:
@@ -21,6 +21,7 @@ finite reports NaN for each of its metrics.
 """
 from collections.abc import Callable, Iterator, Sequence
 
+import jax
 import numpy as np
 
 from jaxclr.evals.embed import EmbedFn, EvalEmbeddings, embed_split
@@ -90,7 +91,10 @@ class ZeroShotEvaluator(Evaluator):
 class RetrievalEvaluator(Evaluator):
     """Recall@k both ways: 'retrieval/i2t_R@1', ... An image query hits when any of its captions
     (or a caption identical to one of them) is in its top k; a caption query when its image (or
-    an image with an identical caption) is."""
+    an image with an identical caption) is. Then each retrieval benchmark of the eval set
+    (``eval_set.retrieval``, whole splits, streamed): 'retrieval/<stem>_images' and
+    '..._captions' (the images and captions read, also printed as one line on process 0), then
+    'retrieval/<stem>_i2t_R@1', ... by the same rule."""
     name = "retrieval"
 
     def run(self, embed_image, embed_text, embeddings=None):
@@ -98,6 +102,18 @@ class RetrievalEvaluator(Evaluator):
         ks = tuple(self.cfg["recall_ks"])
         for key, value in recall_at_k(emb.image, emb.text, emb.image_groups(), emb.text_group, ks=ks).items():
             yield f"retrieval/{key}", value
+        for dataset in self.eval_set.retrieval:
+            stats = getattr(dataset.split, "stats", None)   # a RecordSplit counts bad records over all reads
+            before = stats.skipped if stats is not None else 0
+            emb = embed_split(dataset.split, embed_image, embed_text, self.tokenize, self.batch_size)
+            images, captions = len(emb.image), len(emb.text)
+            if jax.process_index() == 0:
+                skipped = f" ({stats.skipped - before} bad records skipped)" if stats is not None else ""
+                print(f"retrieval {dataset.entry}: {images} images, {captions} captions{skipped}", flush=True)
+            yield f"retrieval/{dataset.stem}_images", images
+            yield f"retrieval/{dataset.stem}_captions", captions
+            for key, value in recall_at_k(emb.image, emb.text, emb.image_groups(), emb.text_group, ks=ks).items():
+                yield f"retrieval/{dataset.stem}_{key}", value
 
 
 class GeometryEvaluator(Evaluator):

@@ -14,6 +14,12 @@
 - ``probe_split``: only when 'linear_probe' is in eval.evaluators (else None), the first
   eval.probe_examples examples of data.train_split with the tasks' labels, no captions: the
   linear probe's fit set.
+- ``retrieval``: one ``RetrievalSplit`` per entry of ``eval.retrieval_datasets`` (same entry
+  syntax), the WHOLE split read for images and captions (``retrieval_features``: the caption
+  feature is data.caption_feature if the dataset has it, else 'captions'); metric names
+  ``retrieval/<entry with ':' -> '_'>_i2t_R@1`` ... (runner.RetrievalEvaluator).
+
+Eval images (all of the above) are resized as data.eval_resize says (jaxclr/data/resize.py).
 
 Class names and templates (``names_and_templates``): the shipped CLIP names and templates for
 the datasets in KNOWN (classnames.py, prompts.py), else the dataset's ClassLabel names with
@@ -27,6 +33,8 @@ import functools
 import re
 
 import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
 
 from jaxclr.data import datasets, eval_stream, pipeline, text
 from jaxclr.evals import classnames, prompts
@@ -59,11 +67,20 @@ class ZeroShotSplit:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetrievalSplit:
+    """A retrieval benchmark: a whole split read for images and captions; metrics retrieval/<stem>_..."""
+    entry: str
+    stem: str
+    split: object
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSet:
     split: object
     tasks: tuple[ZeroShotTask, ...] = ()
     zeroshot: tuple[ZeroShotSplit, ...] = ()
     probe_split: object = None
+    retrieval: tuple[RetrievalSplit, ...] = ()
 
     def class_names(self) -> dict[str, tuple[str, ...]]:
         """Metric stem -> class names of every zero-shot task (for chance levels)."""
@@ -140,7 +157,7 @@ def zeroshot_split(entry: str, data_cfg) -> ZeroShotSplit:
     tasks = dataset_tasks(cfg, stem=entry.replace(":", "_"))
     if not tasks:
         raise ValueError(f"{dataset} has no ClassLabel 'label' feature to classify")
-    standardize = pipeline.standardizer(cfg, with_labels=True, with_captions=False)
+    standardize = pipeline.standardizer(cfg, with_labels=True, with_captions=False, eval_images=True)
     source = datasets.data_source(cfg, split)
     labels = tuple(t.label for t in tasks)
     return ZeroShotSplit(entry, eval_stream.RecordSplit(source, standardize, int(cfg.eval_examples), labels,
@@ -151,19 +168,74 @@ def probe_split(config) -> eval_stream.RecordSplit:
     """The linear probe's fit set: the first eval.probe_examples examples of data.train_split,
     read for images and the zero-shot tasks' labels."""
     data_cfg = config.data
-    standardize = pipeline.standardizer(data_cfg, with_labels=True, with_captions=False)
+    standardize = pipeline.standardizer(data_cfg, with_labels=True, with_captions=False, eval_images=True)
     source = datasets.data_source(data_cfg, data_cfg.train_split)
     return eval_stream.RecordSplit(source, standardize, int(config.eval.probe_examples),
                                    tuple(datasets.zero_shot_tasks(data_cfg)),
                                    name=f"{data_cfg.name}:{data_cfg.train_split}")
 
 
+def is_text(feature) -> bool:
+    """Whether a TFDS feature is one string (a Text, or a string Tensor as in a Sequence of dicts)."""
+    return isinstance(feature, tfds.features.Tensor) and feature.shape == () and feature.np_dtype == np.object_
+
+
+def caption_problem(feature) -> str | None:
+    """None if a feature reads as captions (pipeline._captions), else what it is."""
+    inner = feature.feature if isinstance(feature, tfds.features.Sequence) else None
+    if is_text(feature) or is_text(inner) or (isinstance(inner, tfds.features.FeaturesDict)
+                                              and "text" in inner.keys() and is_text(inner["text"])):
+        return None
+    return (f"a {type(feature).__name__}, not a Text, a Sequence of Text or a Sequence of records with "
+            "a Text 'text'")
+
+
+def retrieval_features(data_cfg) -> tuple[str, str]:
+    """(image feature, caption feature) of dataset data_cfg.name read for retrieval: the caption
+    feature is data.caption_feature if it has it, else 'captions'; ValueError if it has neither,
+    no image, or captions it cannot read. An embedded dataset is not built."""
+    names = datasets.feature_names(data_cfg)
+    if data_cfg.name in datasets.EMBEDDED:
+        return names["image"], "caption"
+    features = datasets.ensure_prepared(data_cfg).info.features
+    have = ", ".join(map(repr, sorted(features.keys())))
+    if names["image"] not in features:
+        raise ValueError(f"{data_cfg.name} has no image feature {names['image']!r} (data.image_feature; "
+                         f"features: {have})")
+    for name in dict.fromkeys((names["caption"], "captions")):
+        if name in features:
+            problem = caption_problem(features[name])
+            if problem:
+                raise ValueError(f"{data_cfg.name}: its caption feature {name!r} is {problem}")
+            return names["image"], name
+    raise ValueError(f"{data_cfg.name} has no caption feature {names['caption']!r} (data.caption_feature) "
+                     f"or 'captions' (features: {have})")
+
+
+def retrieval_split(entry: str, data_cfg) -> RetrievalSplit:
+    """The RetrievalSplit of one eval.retrieval_datasets entry: every record of the split, read
+    for images and captions (no labels, no class-name captions: a record without a caption is
+    skipped and counted)."""
+    dataset, split = parse_entry(entry)
+    cfg = ml_collections.ConfigDict(data_cfg.to_dict())
+    cfg.name = dataset
+    split = split_of(splits_of(cfg), entry)
+    image, caption = retrieval_features(cfg)
+    standardize = pipeline.Standardize(int(cfg.image_size), image_feature=image, caption_feature=caption,
+                                       resize_mode=str(cfg.eval_resize))
+    source = datasets.data_source(cfg, split)
+    return RetrievalSplit(entry, entry.replace(":", "_"),
+                          eval_stream.RecordSplit(source, standardize, len(source), name=f"{dataset}:{split}"))
+
+
 def eval_set(config) -> EvalSet:
     """The EvalSet of a run (module docstring)."""
     entries = tuple(config.eval.zeroshot_datasets)
     probe = probe_split(config) if "linear_probe" in tuple(config.eval.evaluators) else None
+    retrieval = tuple(retrieval_split(entry, config.data) for entry in config.eval.retrieval_datasets)
     return EvalSet(split=eval_stream.eval_split(config), tasks=dataset_tasks(config.data),
-                   zeroshot=tuple(zeroshot_split(entry, config.data) for entry in entries), probe_split=probe)
+                   zeroshot=tuple(zeroshot_split(entry, config.data) for entry in entries), probe_split=probe,
+                   retrieval=retrieval)
 
 
 def tokenize_fn(data_cfg):

@@ -7,6 +7,9 @@ Public API:
   TextTransformer(cfg_text, dtype, *, vocab_size, pad_id, eos_id, rngs)  text tower
   count_params(model)                        number of scalar parameters
 
+  convert/                                   released checkpoint layouts (OpenAI/open_clip, big_vision,
+                                             Hugging Face) <-> jaxclr's param tree, in numpy
+
 Imports nothing of jaxclr outside this folder (a bottom layer beside losses).
 """
 from jaxclr.models.layers import Block, Encoder, compute_dtype

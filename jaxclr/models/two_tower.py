@@ -9,6 +9,10 @@ Param names are what ``jaxclr.trainer.optim.param_role`` reads to decide weight 
 'kernel' (dense/conv weights), 'embedding' (the token table), 'pos_embedding',
 'cls_embedding', norm 'scale'/'bias', and the logit parameters under 'logit' as
 'log_scale' and (only when model.learn_bias) 'bias'.
+
+Projections (model.image.proj, model.text.proj): 'linear' (no bias, the default), 'affine' (with
+a bias: SigLIP's text head) or 'none' (the tower's pooled features are the embedding: SigLIP's
+image tower, whose width must then equal model.embed_dim).
 """
 from __future__ import annotations
 
@@ -21,6 +25,21 @@ from flax import nnx
 from jaxclr.models.layers import PARAM_DTYPE, compute_dtype
 from jaxclr.models.text import TextTransformer
 from jaxclr.models.vit import ViT
+
+PROJECTIONS = ("linear", "affine", "none")   # model.image.proj / model.text.proj values
+
+
+def projection(kind: str, width: int, embed_dim: int, tower: str, rngs: nnx.Rngs) -> nnx.Linear | None:
+    """The float32 HIGHEST-precision projection of a tower (None for 'none'; module docstring)."""
+    if kind not in PROJECTIONS:
+        raise ValueError(f"model.{tower}.proj must be one of {', '.join(map(repr, PROJECTIONS))}, got {kind!r}")
+    if kind == "none":
+        if width != embed_dim:
+            raise ValueError(f"model.{tower}.proj='none' needs the {tower} width {width} to equal model.embed_dim "
+                             f"{embed_dim}")
+        return None
+    return nnx.Linear(width, embed_dim, use_bias=kind == "affine", dtype=jnp.float32, param_dtype=PARAM_DTYPE,
+                      precision=jax.lax.Precision.HIGHEST, rngs=rngs)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -62,20 +81,20 @@ class TwoTower(nnx.Module):
         self.image = ViT(cfg_model["image"], image_size, dtype, rngs=rngs, **memory)
         self.text = TextTransformer(cfg_model["text"], dtype, vocab_size=vocab_size, pad_id=pad_id, eos_id=eos_id,
                                     rngs=rngs, **memory)
-        proj = dict(use_bias=False, dtype=jnp.float32, param_dtype=PARAM_DTYPE,
-                    precision=jax.lax.Precision.HIGHEST, rngs=rngs)
-        self.image_proj = nnx.Linear(self.image.width, embed_dim, **proj)
-        self.text_proj = nnx.Linear(self.text.width, embed_dim, **proj)
+        self.image_proj = projection(cfg_model["image"]["proj"], self.image.width, embed_dim, "image", rngs)
+        self.text_proj = projection(cfg_model["text"]["proj"], self.text.width, embed_dim, "text", rngs)
         self.logit = LogitParams(float(cfg_model["init_scale"]), float(cfg_model["max_scale"]), self.learn_bias,
                                  float(cfg_model["init_bias"]))
 
     def embed_image(self, images: jax.Array) -> jax.Array:
         """images [B, S, S, 3] (uint8, or float on the 0..255 scale) -> [B, embed_dim] float32 unit norm."""
-        return l2_normalize(self.image_proj(self.image(images)))
+        x = self.image(images)
+        return l2_normalize(x if self.image_proj is None else self.image_proj(x))
 
     def embed_text(self, tokens: jax.Array) -> jax.Array:
         """tokens int [B, L] -> [B, embed_dim] float32 unit norm."""
-        return l2_normalize(self.text_proj(self.text(tokens)))
+        x = self.text(tokens)
+        return l2_normalize(x if self.text_proj is None else self.text_proj(x))
 
     def __call__(self, images: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Returns (zimg, ztxt), both [B, embed_dim] float32 and L2-normalised."""

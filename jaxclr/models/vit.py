@@ -13,6 +13,11 @@ runs convolutions inside a loop body (GradCache's micro-batch ``lax.scan``) far 
 matmuls (docs/performance.md, "GradCache cost"). ``'auto'`` (the presets' setting, ``resolve_stem_impl``)
 takes 'matmul' where that was measured to pay, GradCache (``train.micro_batches > 1``) on
 the CPU backend, and 'conv' everywhere else.
+
+Released models (docs/pretrained.md): ``ln_pre`` (a LayerNorm after the position embedding,
+OpenAI's CLIP), ``patch_bias`` (CLIP's patch embedding has none), ``pool='map'`` (SigLIP's
+attention-pooling head, ``layers.MAPHead``), per-channel ``pixel_mean``/``pixel_std``, and the
+blocks' ``act``/``ln_eps``. Their defaults are the function every run before them had.
 """
 from __future__ import annotations
 
@@ -21,9 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxclr.models.layers import PARAM_DTYPE, Encoder, compute_dtype
+from jaxclr.models.layers import PARAM_DTYPE, Encoder, MAPHead, compute_dtype, layer_norm
 
-POOLS = ("tok", "mean")
+POOLS = ("tok", "mean", "map")
 STEM_IMPLS = ("auto", "conv", "matmul")
 PIXEL_MEAN = 0.5  # per channel, after scaling pixels to [0, 1]
 PIXEL_STD = 0.5
@@ -54,18 +59,23 @@ def resolve_stem_impl(impl: str, micro_batches: int = 1, backend: str | None = N
     return "matmul" if micro_batches > 1 and backend == "cpu" else "conv"
 
 
-def normalize_pixels(images: jax.Array) -> jax.Array:
-    """Maps pixel values on the 0..255 scale (uint8 or float) to float32 (x / 255 - mean) / std."""
+def normalize_pixels(images: jax.Array, mean=(PIXEL_MEAN,) * 3, std=(PIXEL_STD,) * 3) -> jax.Array:
+    """Maps pixel values on the 0..255 scale (uint8 or float) to float32 (x / 255 - mean) / std,
+    per channel (one mean and std for every channel: the same scalar arithmetic as before)."""
     x = images.astype(jnp.float32) / 255.0
-    return (x - PIXEL_MEAN) / PIXEL_STD
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(set(mean)) == 1 and len(set(std)) == 1:
+        return (x - mean[0]) / std[0]
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
 class ViT(nnx.Module):
     """Vision Transformer.
 
     Args:
-      cfg_image: mapping with patch_size, width, depth, heads, mlp_ratio, pool ('tok' | 'mean'),
-        optional stem (conv channels; each conv halves the resolution).
+      cfg_image: mapping with patch_size, width, depth, heads, mlp_ratio, pool ('tok' | 'mean' | 'map'),
+        stem (conv channels; each conv halves the resolution), stem_impl, ln_pre, patch_bias, act,
+        ln_eps, pixel_mean, pixel_std (module docstring).
       image_size: side S of the square input images [B, S, S, 3].
       dtype: compute dtype (name or dtype); parameters are float32.
       rngs: nnx.Rngs with a 'params' stream.
@@ -74,7 +84,8 @@ class ViT(nnx.Module):
         change the function.
 
     Params: 'patch' (Linear on flattened patches), 'pos_embedding' [1, T, width],
-    'cls_embedding' [1, 1, width] (only for 'tok' pooling), 'encoder' (blocks + final norm).
+    'cls_embedding' [1, 1, width] (only for 'tok' pooling), 'ln_pre' (only with ln_pre),
+    'encoder' (blocks + final norm), 'map_head' (only for 'map' pooling).
     """
 
     def __init__(self, cfg_image, image_size: int, dtype="float32", *, rngs: nnx.Rngs, remat: str = "none",
@@ -97,21 +108,32 @@ class ViT(nnx.Module):
                                        param_dtype=PARAM_DTYPE, rngs=rngs)
                               for cin, cout in zip(channels[:-1], channels[1:])])
         p = patch // self.reduce
-        self.patch = nnx.Linear(p * p * channels[-1], width, dtype=self.dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
+        self.pixel_mean, self.pixel_std = tuple(cfg_image["pixel_mean"]), tuple(cfg_image["pixel_std"])
+        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
+            raise ValueError("model.image.pixel_mean and pixel_std must be 3 numbers each (RGB), std > 0; got "
+                             f"{self.pixel_mean}, {self.pixel_std}")
+        self.patch = nnx.Linear(p * p * channels[-1], width, use_bias=bool(cfg_image["patch_bias"]),
+                                dtype=self.dtype, param_dtype=PARAM_DTYPE, rngs=rngs)
         tokens = self.num_patches + (1 if pool == "tok" else 0)
         init = nnx.initializers.normal(stddev=0.02)
         self.pos_embedding = nnx.Param(init(rngs.params(), (1, tokens, width), PARAM_DTYPE))
         if pool == "tok":
             self.cls_embedding = nnx.Param(jnp.zeros((1, 1, width), PARAM_DTYPE))
+        act, eps = cfg_image["act"], float(cfg_image["ln_eps"])
+        if cfg_image["ln_pre"]:
+            self.ln_pre = layer_norm(width, self.dtype, rngs, eps)
         self.encoder = Encoder(width, int(cfg_image["depth"]), int(cfg_image["heads"]),
                                int(cfg_image["mlp_ratio"]), dtype=self.dtype, rngs=rngs, remat=remat,
-                               scan_layers=scan_layers, attention=attention)
+                               scan_layers=scan_layers, attention=attention, act=act, ln_eps=eps)
+        if pool == "map":
+            self.map_head = MAPHead(width, int(cfg_image["heads"]), int(cfg_image["mlp_ratio"]), dtype=self.dtype,
+                                    rngs=rngs, act=act, ln_eps=eps)
 
     def __call__(self, images: jax.Array) -> jax.Array:
         """images [B, S, S, 3] (uint8 or float on the 0..255 scale) -> features [B, width] float32."""
         if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"expected images [B, {self.image_size}, {self.image_size}, 3], got {images.shape}")
-        x = normalize_pixels(images).astype(self.dtype)
+        x = normalize_pixels(images, self.pixel_mean, self.pixel_std).astype(self.dtype)
         for conv in self.stem:
             if self.stem_impl == "matmul":
                 y = conv3x3_s2_matmul(x, conv.kernel[...].astype(self.dtype), conv.bias[...].astype(self.dtype))
@@ -125,6 +147,10 @@ class ViT(nnx.Module):
             cls = jnp.broadcast_to(self.cls_embedding[...], (x.shape[0], 1, self.width))
             x = jnp.concatenate([cls.astype(x.dtype), x], axis=1)
         x = (x + self.pos_embedding[...]).astype(self.dtype)
+        if hasattr(self, "ln_pre"):
+            x = self.ln_pre(x)
         x = self.encoder(x)
+        if self.pool == "map":
+            return self.map_head(x).astype(jnp.float32)
         pooled = x[:, 0] if self.pool == "tok" else jnp.mean(x.astype(jnp.float32), axis=1)
         return pooled.astype(jnp.float32)

@@ -34,7 +34,8 @@ import optax
 
 DECAYED_ROLES = frozenset({"weight", "token_embedding"})
 _ROLE_OF_NAME = {"kernel": "weight", "embedding": "token_embedding", "pos_embedding": "position",
-                 "cls_embedding": "class_token", "log_scale": "logit"}
+                 "cls_embedding": "class_token", "log_scale": "logit",
+                 "probe": "class_token"}   # the MAP head's query token (SigLIP): a learned token like the class token
 LOGIT_MODULE = "logit"   # TwoTower.logit holds 'log_scale' and (optionally) 'bias'
 FREEZE = ("", "image", "text")   # the values of model.freeze ('': nothing frozen)
 # The tower of each top-level module of TwoTower; the logit parameters belong to none.

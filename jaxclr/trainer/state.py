@@ -18,6 +18,7 @@ from flax import nnx
 from jaxclr import parallel
 from jaxclr.data import text
 from jaxclr.models import TwoTower, vit
+from jaxclr.models import text as text_tower
 from jaxclr.trainer import optim
 
 
@@ -32,17 +33,32 @@ class StateSpec:
     shardings: dict
 
 
-def _model(config, seed):
-    """The model of `config`; its token table has the rows of the data's tokenizer (`jaxclr.data.text.from_config`)."""
+def text_ids(config) -> tuple[int, int, int]:
+    """(rows of the token table, pad id, end id) of the text tower: model.text.vocab_size (0: the
+    tokenizer's vocabulary size) and the tokenizer's special ids (`jaxclr.data.text.from_config`).
+    A tower that pools at 'argmax' or 'last' with its rows given reads no special id, so no tokenizer
+    is built then (-1, -1): a released model's shapes need no tokenizer files."""
+    rows = int(config.model.text.vocab_size)
+    if rows and text_tower.resolve_pool(config.model.text.pool, config.model.text.causal) in ("argmax", "last"):
+        return rows, -1, -1
     tok = text.from_config(config.data)
+    if rows and rows < tok.vocab_size:
+        raise ValueError(f"model.text.vocab_size {rows} is below the tokenizer's {tok.vocab_size} ids; use 0 or >= "
+                         f"{tok.vocab_size}")
+    return rows or tok.vocab_size, tok.pad_id, tok.eos_id
+
+
+def _model(config, seed):
+    """The model of `config`; its token table has `text_ids(config)` rows."""
+    vocab_size, pad_id, eos_id = text_ids(config)
     # config.model with model.image.stem_impl resolved: 'auto' picks the stem for GradCache
     # (train.micro_batches) on this backend. Plain dicts over the config's own nodes, so every key
     # the towers read is read from the config.
     stem_impl = vit.resolve_stem_impl(config.model.image.stem_impl, int(config.train.micro_batches))
     image = {key: config.model.image[key] for key in config.model.image}
     model_cfg = {**{key: config.model[key] for key in config.model}, "image": {**image, "stem_impl": stem_impl}}
-    return TwoTower(model_cfg, config.data.image_size, vocab_size=tok.vocab_size, pad_id=tok.pad_id,
-                    eos_id=tok.eos_id, rngs=nnx.Rngs(seed))
+    return TwoTower(model_cfg, config.data.image_size, vocab_size=vocab_size, pad_id=pad_id, eos_id=eos_id,
+                    rngs=nnx.Rngs(seed))
 
 
 def frozen_parts(config) -> dict:

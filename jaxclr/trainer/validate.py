@@ -27,12 +27,13 @@ from jaxclr.config.report import Report as _Report
 from jaxclr.config.report import closest as _closest
 from jaxclr.config.report import divisors as _divisors
 from jaxclr.config.report import multiples as _multiples
-from jaxclr.data import datasets, text
+from jaxclr.data import datasets, resize, text
 from jaxclr.data.text import tokenizer
 from jaxclr.evals import runner, tasks
 from jaxclr.logs import profiler
 from jaxclr.losses import IMPLS, engine, objective
-from jaxclr.models import layers, vit
+from jaxclr.models import layers, two_tower, vit
+from jaxclr.models import text as text_tower
 from jaxclr.trainer import host_memory, nonfinite, optim
 
 # ------------------------------------------------------------------ sections
@@ -180,6 +181,7 @@ def _data(r: _Report, training: bool) -> int | None:
     if max_len is not None and text_len is not _MISSING and text_len != max_len:
         r.add("model.text.max_len", f"{text_len!r} differs from data.max_len {max_len}; set both to the same value")
     r.number("data.eval_examples", integer=True, low=1, hint="set the size of the eval set, e.g. 2000")
+    r.choice("data.eval_resize", resize.MODES, "eval resize mode")
     image_size = r.number("data.image_size", integer=True, low=1, hint="set the image side in pixels, e.g. 224")
     counts = [r.number(f"data.{key}", integer=True, low=1, hint="set the number of examples to generate, e.g. 2000")
               for key in ("num_train", "num_test")]   # a list: both are checked
@@ -272,6 +274,7 @@ def _model(r: _Report, image_size: int | None) -> None:
         if width is not None and heads is not None and width % heads:
             r.add(f"model.{tower}.heads", f"{heads} does not divide model.{tower}.width {width}; use a divisor of "
                   f"{width}, e.g. {_divisors(width, heads)}")
+    _released_options(r, widths)
     text_width = widths["text"]
     text_patch = r.number("model.text.patch_size", integer=True, low=1, default=1, hint="use 1 for a token per byte")
     if text_width is not None and text_patch is not None and text_width % text_patch:
@@ -289,6 +292,34 @@ def _model(r: _Report, image_size: int | None) -> None:
     top = r.number("model.max_scale", low=0, low_open=True, hint="set the largest logit scale, e.g. 100")
     if init is not None and top is not None and init > top:
         r.add("model.init_scale", f"{init} is above model.max_scale {top}; lower it or raise model.max_scale")
+
+
+def _released_options(r: _Report, widths: dict) -> None:
+    """The options that represent released models (docs/pretrained.md): act, ln_eps, proj per tower,
+    ln_pre, patch_bias, pixel mean/std, text pool and vocab_size."""
+    embed = r.get("model.embed_dim")
+    for tower in ("image", "text"):
+        r.choice(f"model.{tower}.act", layers.ACTIVATIONS, "activation")
+        r.number(f"model.{tower}.ln_eps", low=0, low_open=True, high=0.1, hint="use e.g. 1e-6 (CLIP: 1e-5)")
+        proj = r.choice(f"model.{tower}.proj", two_tower.PROJECTIONS, "projection")
+        if proj == "none" and widths[tower] is not None and widths[tower] != embed:
+            r.add(f"model.{tower}.proj", f"'none' needs model.{tower}.width {widths[tower]} to equal model.embed_dim "
+                  f"{embed}; use 'linear', or set the two equal")
+    for key in ("model.image.ln_pre", "model.image.patch_bias"):
+        if not isinstance(r.get(key), bool):
+            r.add(key, f"{r.get(key)!r} is not True or False")
+    for key, low in (("model.image.pixel_mean", None), ("model.image.pixel_std", 0)):
+        value = r.get(key)
+        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and (low is None or v > low) for v in value)):
+            r.add(key, f"{value!r} is not 3 numbers (R, G, B{', each > 0' if low is not None else ''}) on the [0, 1] "
+                  "pixel scale; use e.g. (0.5, 0.5, 0.5)")
+    pool = r.choice("model.text.pool", text_tower.POOLS, "text pooling")
+    patch = r.get("model.text.patch_size", 1)
+    if pool in ("argmax", "last") and patch != 1:
+        r.add("model.text.pool", f"{pool!r} reads one token, but model.text.patch_size is {patch}; use patch_size 1 "
+              "or pool 'eos' / 'mean'")
+    r.number("model.text.vocab_size", integer=True, low=0, hint="use 0 for the tokenizer's vocabulary size")
 
 
 def _eval(r: _Report, training: bool) -> None:
@@ -313,6 +344,7 @@ def _eval(r: _Report, training: bool) -> None:
              hint="set the train examples the linear probe fits on, e.g. 1000")
     r.number("eval.probe_c", low=0, low_open=True, hint="set the linear probe's inverse regularisation, e.g. 1.0")
     _zeroshot_datasets(r)
+    _retrieval_datasets(r)
 
 
 def _zeroshot_datasets(r: _Report) -> None:
@@ -334,6 +366,30 @@ def _zeroshot_datasets(r: _Report) -> None:
                 raise ValueError(f"{cfg.name} has no ClassLabel 'label' feature to classify; remove it")
         except Exception as e:  # noqa: BLE001 - any dataset that cannot be opened is one problem line
             r.add("eval.zeroshot_datasets", f"{entry!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _retrieval_datasets(r: _Report) -> None:
+    """eval.retrieval_datasets: each 'name[:split]' a prepared dataset with that split, an image and captions."""
+    entries = r.get("eval.retrieval_datasets", ())
+    if not isinstance(entries, (tuple, list)) or not all(isinstance(e, str) for e in entries):
+        r.add("eval.retrieval_datasets", f"{entries!r} is not a tuple of dataset names; use e.g. "
+              "('coco_captions:test',), or () for none")
+        return
+    names = r.get("eval.evaluators", ())
+    if entries and isinstance(names, (tuple, list)) and "retrieval" not in names:
+        r.add("eval.retrieval_datasets", f"{tuple(entries)!r} is only read by the 'retrieval' evaluator; add it "
+              "to eval.evaluators, or set () for none")
+    data = r.get("data", None)
+    if not isinstance(data, dict):
+        return
+    for entry in entries:
+        try:
+            cfg = ml_collections.ConfigDict(data)
+            cfg.name = tasks.parse_entry(entry)[0]
+            tasks.split_of(tasks.splits_of(cfg), entry)   # never builds an embedded dataset
+            tasks.retrieval_features(cfg)
+        except Exception as e:  # noqa: BLE001 - any dataset that cannot be opened is one problem line
+            r.add("eval.retrieval_datasets", f"{entry!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
 # ------------------------------------------------------------------ entry points

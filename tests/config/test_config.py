@@ -75,7 +75,8 @@ def test_overrides_check_the_default_config_or_need_one(capsys):
 def test_a_config_that_does_not_load_is_a_usage_error(capsys):
     assert exit_lines(capsys, ["prog", "--config=configs/clip.py:huge"]) == [
         "error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of "
-        "['b16', 'digits', 'l14', 's16', 'study', 'tiny']"]
+        "['b16', 'b16_224', 'digits', 'l14', 'openai_b16', 'openai_b32', 'openai_l14', 's16', 'study', "
+        "'tiny', 'tiny_hf']"]
     lines = exit_lines(capsys, ["prog", "--config=configs/nope.py", "--config.optim.lr=1"])
     assert lines == ["error: --config=configs/nope.py: config file 'configs/nope.py' does not exist"]
 

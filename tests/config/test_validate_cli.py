@@ -41,5 +41,6 @@ def test_cli_unknown_key_and_bad_preset_exit_with_code_2(tmp_path):
     proc = run_cli("jaxclr.evaluate", "--config=configs/clip.py:huge", f"--workdir={tmp_path / 'run'}")
     assert proc.returncode == 2
     assert error_lines(proc) == ["error: --config=configs/clip.py:huge: unknown preset 'huge'; choose one of "
-                                 "['b16', 'digits', 'l14', 's16', 'study', 'tiny']"]
+                                 "['b16', 'b16_224', 'digits', 'l14', 'openai_b16', 'openai_b32', 'openai_l14', "
+                                 "'s16', 'study', 'tiny', 'tiny_hf']"]
     assert not (tmp_path / "run").exists()

@@ -22,9 +22,11 @@ def small_config(**overrides):
     cfg = ml_collections.ConfigDict({
         "embed_dim": 24, "dtype": "float32",
         "image": {"patch_size": 4, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2, "pool": "tok",
-                  "stem": (), "stem_impl": "conv"},
+                  "stem": (), "stem_impl": "conv", "ln_pre": False, "patch_bias": True, "act": "gelu_tanh",
+                  "ln_eps": 1e-6, "pixel_mean": (0.5, 0.5, 0.5), "pixel_std": (0.5, 0.5, 0.5), "proj": "linear"},
         "text": {"max_len": 12, "width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2,
-                 "causal": True, "patch_size": 1},
+                 "causal": True, "patch_size": 1, "pool": "auto", "act": "gelu_tanh", "ln_eps": 1e-6,
+                 "proj": "linear", "vocab_size": 0},
         "init_scale": 14.285714, "max_scale": 100.0, "learn_bias": False, "init_bias": -10.0,
         "remat": "none", "scan_layers": False, "attention": "xla"})
     cfg.update_from_flattened_dict(overrides)

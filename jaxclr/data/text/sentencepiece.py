@@ -1,7 +1,8 @@
-"""SentencePiece caption tokenizer (data.tokenizer = 'sentencepiece').
+"""SentencePiece caption tokenizers: jaxclr's own (data.tokenizer = 'sentencepiece') and a released
+SigLIP model's (data.tokenizer = 'siglip', `SiglipTokenizer`, at the end).
 
 A model is trained from a dataset's captions by `python -m jaxclr.data.train_tokenizer`
-(`train_model` here) with the special ids jaxclr fixes for every tokenizer:
+(`train_model` here) with the special ids of jaxclr's own tokenizers:
 
     pad 0 ('<pad>'), bos 1 ('<s>'), eos 2 ('</s>'), unk 3 ('<unk>'); pieces from 4 on.
 
@@ -11,6 +12,15 @@ at EOS 2) needs nothing per tokenizer. A character the model has not seen encode
 by `tokenizer.clean` (NFKC, whitespace collapsed, optional lower-case) before training and
 before every encode, so training and use see the same text. A model whose special ids differ
 (e.g. one trained elsewhere) is refused with a line saying how to train a compatible one.
+
+SigLIP (`SiglipTokenizer`): a released model (big_vision's c4_en / mc4 vocabulary, HF's spiece.model)
+keeps its own piece ids, with no remapping: no BOS; the model's EOS appended and "sticky" (a caption
+too long is cut so that EOS is the last id); padded with EOS (big_vision's tokenize(eos='sticky',
+pad_value=1), 1 being </s> in the c4 model; HF's SiglipTokenizer pads with '</s>' too). vocab_size is
+the model's piece count (32,000 for c4_en). The text is cleaned by `tokenizer.clean` (data.lowercase
+applies: big_vision and HF lower-case SigLIP's text, so set it) and then by the model's own
+normaliser. HF's SiglipTokenizer and open_clip also delete ASCII punctuation, which this does not
+(big_vision's tokenize op keeps it).
 
 The loaded model is cached per path in each process (a file replaced at the same path is not
 reloaded). A tokenizer pickles as its path and lowercase flag, and grain worker processes
@@ -46,18 +56,34 @@ def _train_hint(path: str) -> str:
             'existing .model file')
 
 
+def released_hint() -> str:
+    """What to set data.tokenizer_model to for data.tokenizer='siglip'."""
+    return ('set data.tokenizer_model to the SentencePiece model of a released SigLIP (e.g. spiece.model of a '
+            'transformers SigLIP, or big_vision\'s c4_en sentencepiece.model)')
+
+
 @functools.lru_cache(maxsize=8)
-def _processor(path: str) -> spm.SentencePieceProcessor:
-    """The model at `path` (local or URL), loaded once per process; TokenizerError if unusable."""
+def _processor(path: str, released: bool = False) -> spm.SentencePieceProcessor:
+    """The model at `path` (local or URL), loaded once per process; TokenizerError if unusable.
+
+    released=False: a jaxclr model, whose special ids must be SPECIAL_IDS; True: any model with an EOS.
+    """
+    hint = released_hint() if released else _train_hint(path)
+    if not path:
+        raise TokenizerError('data.tokenizer_model', f'is empty; {hint}')
     file = paths.resolve(path)
     if not file.exists():
-        raise TokenizerError('data.tokenizer_model', f'no SentencePiece model at {path}; {_train_hint(path)}')
+        raise TokenizerError('data.tokenizer_model', f'no SentencePiece model at {path}; {hint}')
     try:
         processor = spm.SentencePieceProcessor(model_proto=file.read_bytes())
     except Exception as e:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError on a bad file
         raise TokenizerError('data.tokenizer_model', f'{path} is not a SentencePiece model '
                              f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}); '
-                             f'{_train_hint(path)}') from None
+                             f'{hint}') from None
+    if released:
+        if processor.eos_id() < 0:
+            raise TokenizerError('data.tokenizer_model', f'{path} has no EOS piece (eos id -1); {hint}')
+        return processor
     got = {'pad': processor.pad_id(), 'bos': processor.bos_id(), 'eos': processor.eos_id(),
            'unk': processor.unk_id()}
     if got != SPECIAL_IDS:
@@ -71,10 +97,12 @@ def _processor(path: str) -> spm.SentencePieceProcessor:
 class SentencePieceTokenizer(Tokenizer):
     """Pieces of a SentencePiece model; vocab_size is the model's piece count."""
 
+    released = False   # whether the model is a released one, with its own special ids (SiglipTokenizer)
+
     def __init__(self, path: str, lowercase: bool = False):
         super().__init__(lowercase)
         self.path = os.fspath(path)
-        self._sp = _processor(self.path)
+        self._sp = _processor(self.path, self.released)
         self.vocab_size = int(self._sp.get_piece_size())
 
     def ids(self, text: str) -> np.ndarray:
@@ -91,7 +119,24 @@ class SentencePieceTokenizer(Tokenizer):
         self.__init__(state['path'], state['lowercase'])
 
     def __repr__(self) -> str:
-        return f'SentencePieceTokenizer({self.path!r}, lowercase={self.lowercase})'
+        return f'{type(self).__name__}({self.path!r}, lowercase={self.lowercase})'
+
+
+class SiglipTokenizer(SentencePieceTokenizer):
+    """A released SigLIP SentencePiece model: its own ids, no BOS, EOS appended (kept last when
+    cutting), padded with EOS; vocab_size is its piece count (module docstring).
+
+    Args:
+      path: the model file (local or URL).
+      lowercase: data.lowercase; SigLIP's text was lower-cased, so True to match it.
+    """
+
+    released = True
+
+    def __init__(self, path: str, lowercase: bool = False):
+        super().__init__(path, lowercase)
+        self.bos_id = None
+        self.eos_id = self.pad_id = int(self._sp.eos_id())
 
 
 def train_model(texts, vocab_size: int, *, model_type: str = 'bpe',
