@@ -1,5 +1,7 @@
-"""The large presets (s16, b16, l14) of every config file lower a train step from abstract shapes
-on an 8-device FSDP mesh, and one compiles, without allocating or running anything."""
+"""The large presets (s16, b16, l14) of every config file, and the released architectures (openai_b32,
+openai_b16, openai_l14 of CLIP, b16_224 of SigLIP), lower a train step from abstract shapes on an
+8-device FSDP mesh, and one compiles, without allocating or running anything (no tokenizer files:
+the released presets' text towers read no special id, and their token tables are sized by config)."""
 import os
 
 import pytest
@@ -24,6 +26,15 @@ def test_large_preset_lowers_a_train_step(path, preset):
     text = lowered_step(path, preset).as_text()
     assert "stablehlo.while" in text          # scan over blocks: the presets' default
     assert "all-gather" in text or "all_gather" in text or "sharding" in text
+
+
+@pytest.mark.parametrize("path, preset", [("configs/clip.py", "openai_b32"), ("configs/clip.py", "openai_b16"),
+                                          ("configs/clip.py", "openai_l14"), ("configs/siglip.py", "b16_224")])
+def test_released_architecture_lowers_a_train_step(path, preset):
+    text = lowered_step(path, preset).as_text()
+    assert "stablehlo.while" in text
+    rows = 49_408 if preset.startswith("openai") else 32_000
+    assert f"tensor<{rows}x" in text    # the released vocabulary's token table
 
 
 @pytest.mark.slow

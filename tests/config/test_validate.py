@@ -394,3 +394,25 @@ def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
 @pytest.mark.parametrize("value", [-1, 40_000])
 def test_malloc_mmap_threshold_must_be_in_glibcs_range(value):
     assert_one(tiny(train__malloc_mmap_threshold_kib=value), "train.malloc_mmap_threshold_kib", str(value))
+
+
+# ------------------------------------------------------------------ released-model options
+
+@pytest.mark.parametrize("key, value, phrase", [
+    ("model__image__act", "relu", "unknown activation 'relu'"),
+    ("model__text__act", "gelu", "unknown activation 'gelu'"),
+    ("model__image__ln_eps", 0.0, "use e.g. 1e-6"),
+    ("model__image__proj", "mlp", "unknown projection 'mlp'"),
+    ("model__image__ln_pre", "yes", "is not True or False"),
+    ("model__image__patch_bias", 1, "is not True or False"),
+    ("model__image__pixel_mean", (0.5, 0.5), "is not 3 numbers"),
+    ("model__image__pixel_std", (0.5, 0.0, 0.5), "each > 0"),
+    ("model__text__pool", "first", "unknown text pooling 'first'"),
+    ("model__text__pool", "last", "reads one token, but model.text.patch_size is 4"),
+    ("model__text__vocab_size", -1, "use 0 for the tokenizer's vocabulary size"),
+    ("model__text__proj", "none", "'none' needs model.text.width 128 to equal model.embed_dim 64"),
+])
+def test_released_model_options_are_checked_one_line_each(key, value, phrase):
+    extra = {"model__embed_dim": 64} if key == "model__text__proj" else {}
+    config = tiny(not key.endswith(("ln_pre", "patch_bias")), **{key: value}, **extra)   # a bool key given a str
+    assert_one(config, key.replace("__", "."), phrase)
