@@ -15,7 +15,7 @@ import jaxclr
 from jaxclr.pretrained import cli, import_run, sources
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "pretrained"
-TOL = 2e-5
+TOL = 2e-6   # the issue asks <= 2e-5; measured <= 2.6e-7 (docs/pretrained.md)
 CASES = {"openai": ("openai_clip.safetensors", "openai_clip_ref.npz", dict(heads=2, text_heads=2)),
          "big_vision": ("big_vision_siglip.npz", "big_vision_siglip_ref.npz", {})}
 

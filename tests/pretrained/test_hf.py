@@ -22,7 +22,7 @@ from jaxclr.pretrained import export_hf, import_run, sources  # noqa: E402
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 TOKENIZER = FIXTURES / "clip_bpe"
-TOL = 2e-5
+TOL = 2e-6   # the issue asks <= 2e-5; measured <= 2.6e-7 (docs/pretrained.md)
 OPENAI_MEAN, OPENAI_STD = sources.OPENAI_MEAN, sources.OPENAI_STD
 
 
