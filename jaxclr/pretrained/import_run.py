@@ -50,7 +50,12 @@ def config_for(imported: Imported, scan_layers: bool = True, tokenizer: str | No
             name = key.rsplit(".", 1)[1]
             if isinstance(current[name], float) and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            current[name] = tuple(value) if isinstance(value, list) else value
+            try:
+                current[name] = tuple(value) if isinstance(value, list) else value
+            except TypeError:   # e.g. So400m's MLP width 4304 / 1152: no integer model.image.mlp_ratio
+                raise SourceError(f"--source={imported.source}: {key}={value!r} is not a value jaxclr's config can "
+                                  f"hold ({type(current[name]).__name__} expected); this architecture is not "
+                                  "supported") from None
         config.model.dtype = "float32"
         config.model.scan_layers = bool(scan_layers)
         config.data.tokenizer_model = imported.tokenizer if tokenizer is None else tokenizer
