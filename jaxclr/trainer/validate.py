@@ -347,12 +347,13 @@ def _eval(r: _Report, training: bool) -> None:
     _retrieval_datasets(r)
 
 
-def _zeroshot_datasets(r: _Report) -> None:
-    """eval.zeroshot_datasets: each 'name[:split]' a prepared dataset with that split and a label."""
-    entries = r.get("eval.zeroshot_datasets", ())
+def _datasets(r: _Report, key: str, example: str, check) -> None:
+    """`key`: a tuple of 'name[:split]' entries (`example`: what to write otherwise); for each, the
+    split must exist and `check(cfg)` (cfg: the data config, data.name the entry's name) must pass.
+    Each failure is one problem line of `key`."""
+    entries = r.get(key, ())
     if not isinstance(entries, (tuple, list)) or not all(isinstance(e, str) for e in entries):
-        r.add("eval.zeroshot_datasets", f"{entries!r} is not a tuple of dataset names; use e.g. ('cifar10', "
-              "'imagenet2012:validation'), or () for none")
+        r.add(key, f"{entries!r} is not a tuple of dataset names; use e.g. {example}, or () for none")
         return
     data = r.get("data", None)
     if not isinstance(data, dict):
@@ -362,34 +363,29 @@ def _zeroshot_datasets(r: _Report) -> None:
             cfg = ml_collections.ConfigDict(data)
             cfg.name = tasks.parse_entry(entry)[0]
             tasks.split_of(tasks.splits_of(cfg), entry)   # never builds an embedded dataset
-            if not tasks.dataset_tasks(cfg):
-                raise ValueError(f"{cfg.name} has no ClassLabel 'label' feature to classify; remove it")
+            check(cfg)
         except Exception as e:  # noqa: BLE001 - any dataset that cannot be opened is one problem line
-            r.add("eval.zeroshot_datasets", f"{entry!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            r.add(key, f"{entry!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _zeroshot_datasets(r: _Report) -> None:
+    """eval.zeroshot_datasets: each 'name[:split]' a prepared dataset with that split and a label."""
+    def has_label(cfg):
+        if not tasks.dataset_tasks(cfg):
+            raise ValueError(f"{cfg.name} has no ClassLabel 'label' feature to classify; remove it")
+
+    _datasets(r, "eval.zeroshot_datasets", "('cifar10', 'imagenet2012:validation')", has_label)
 
 
 def _retrieval_datasets(r: _Report) -> None:
     """eval.retrieval_datasets: each 'name[:split]' a prepared dataset with that split, an image and captions."""
     entries = r.get("eval.retrieval_datasets", ())
-    if not isinstance(entries, (tuple, list)) or not all(isinstance(e, str) for e in entries):
-        r.add("eval.retrieval_datasets", f"{entries!r} is not a tuple of dataset names; use e.g. "
-              "('coco_captions:test',), or () for none")
-        return
     names = r.get("eval.evaluators", ())
-    if entries and isinstance(names, (tuple, list)) and "retrieval" not in names:
+    if entries and isinstance(entries, (tuple, list)) and isinstance(names, (tuple, list)) \
+            and "retrieval" not in names:
         r.add("eval.retrieval_datasets", f"{tuple(entries)!r} is only read by the 'retrieval' evaluator; add it "
               "to eval.evaluators, or set () for none")
-    data = r.get("data", None)
-    if not isinstance(data, dict):
-        return
-    for entry in entries:
-        try:
-            cfg = ml_collections.ConfigDict(data)
-            cfg.name = tasks.parse_entry(entry)[0]
-            tasks.split_of(tasks.splits_of(cfg), entry)   # never builds an embedded dataset
-            tasks.retrieval_features(cfg)
-        except Exception as e:  # noqa: BLE001 - any dataset that cannot be opened is one problem line
-            r.add("eval.retrieval_datasets", f"{entry!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    _datasets(r, "eval.retrieval_datasets", "('coco_captions:test',)", tasks.retrieval_features)
 
 
 # ------------------------------------------------------------------ entry points
