@@ -185,3 +185,12 @@ def eval_cfg(**overrides) -> ml_collections.ConfigDict:
     cfg = configlib.load("configs/clip.py:tiny").eval
     cfg.update(overrides)
     return cfg
+
+
+def prepare_builders(data_dir: str, *builder_classes) -> str:
+    """Prepares each (fake) TFDS builder class in `data_dir` as array_record files; returns data_dir."""
+    import tensorflow_datasets as tfds
+    for cls in builder_classes:
+        cls(data_dir=data_dir, file_format="array_record").download_and_prepare(
+            file_format="array_record", download_config=tfds.download.DownloadConfig())
+    return data_dir

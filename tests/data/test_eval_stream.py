@@ -13,7 +13,7 @@ from jaxclr.data import datasets, eval_stream, pipeline
 from jaxclr.data.text import tokenizer
 from jaxclr.evals import classnames, prompts, retrieval, runner, tasks, zeroshot
 from jaxclr.evals.embed import EvalEmbeddings
-from tests.helpers import eval_cfg
+from tests.helpers import eval_cfg, prepare_builders
 
 # (first choice, second choice, label) of each image: 6 right at top-1, 3 right at top-2, 3 wrong
 CHOICES = [(0, 1, 0), (1, 2, 1), (2, 3, 2), (3, 4, 3), (4, 5, 4), (5, 6, 5),
@@ -66,11 +66,7 @@ class TinyLabels(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 @pytest.fixture(scope="module")
 def zs_data_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("zs_tfds"))
-    for cls in (Cifar10, TinyLabels):
-        cls(data_dir=data_dir, file_format="array_record").download_and_prepare(
-            file_format="array_record", download_config=tfds.download.DownloadConfig())
-    return data_dir
+    return prepare_builders(str(tmp_path_factory.mktemp("zs_tfds")), Cifar10, TinyLabels)
 
 
 def _one_hot_pair(images):

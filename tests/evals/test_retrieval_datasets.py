@@ -15,7 +15,7 @@ from jaxclr import config as configlib
 from jaxclr.data import datasets, pipeline
 from jaxclr.evals import runner, tasks
 from jaxclr.trainer import validate
-from tests.helpers import unit
+from tests.helpers import prepare_builders, unit
 
 # Captions of each image of the 'test' split: 3 to 5 each; 'a photo.' belongs to images 1 and 4
 # (identical captions are partners of both images).
@@ -88,11 +88,7 @@ class NoCaptions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 @pytest.fixture(scope="module")
 def coco_dir(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("coco_tfds"))
-    for cls in (CocoCaptions, NoCaptions):
-        cls(data_dir=data_dir, file_format="array_record").download_and_prepare(
-            file_format="array_record", download_config=tfds.download.DownloadConfig())
-    return data_dir
+    return prepare_builders(str(tmp_path_factory.mktemp("coco_tfds")), CocoCaptions, NoCaptions)
 
 
 def _config(data_dir, entries=("coco_captions:test",), **data):
