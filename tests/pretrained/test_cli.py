@@ -82,3 +82,12 @@ def test_export_cli_writes_a_directory_that_imports_back_bit_exactly(run, tmp_pa
     ids = original.tokenize(["a red circle", "two squares"])
     np.testing.assert_array_equal(again.encode_text(ids), original.encode_text(ids))
     assert back.overrides["model.text.pool"] == "argmax"
+
+
+def test_an_architecture_the_config_cannot_hold_is_one_source_error():
+    """SigLIP So400m's MLP width (4304 for width 1152) is no integer model.image.mlp_ratio: refused
+    with a line naming the key and value, not a traceback from ml_collections."""
+    imported = sources.Imported(format="big_vision", kind="siglip", params={}, source="so400m.npz", tokenizer="",
+                                overrides={"model.image.mlp_ratio": 4304 / 1152})
+    with pytest.raises(sources.SourceError, match=r"so400m\.npz: model\.image\.mlp_ratio=3\.73.*not supported"):
+        import_run.config_for(imported)
