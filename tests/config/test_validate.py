@@ -3,50 +3,16 @@ import glob
 import math
 import os
 
-import ml_collections
 import pytest
 
 from jaxclr import config as configlib
 from jaxclr import train
 from jaxclr.trainer import validate
+from tests.config.validation_cases import assert_one, split, tiny
 from tests.helpers import REPO_ROOT
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.py")))
 PRESETS = ("tiny", "digits", "study", "s16", "b16", "l14")
-
-
-def tiny(type_safe=True, **changes):
-    """The tiny preset with `changes` ({'train__batch_size': 100} sets train.batch_size).
-
-    type_safe=False copies it into a ConfigDict that takes values of any type (and has no
-    FieldReference between data.max_len and model.text.max_len)."""
-    config = configlib.load("configs/clip.py:tiny")
-    if not type_safe:
-        config = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split("__")
-        node = config
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-    return config
-
-
-def split(problem: str) -> tuple[str, str]:
-    key, sep, message = problem.partition(": ")
-    assert sep and "\n" not in problem, problem
-    return key, message
-
-
-def assert_one(config, key, *phrases, **kwargs):
-    """`config` has exactly one problem, on `key`, whose message contains every phrase."""
-    found = validate.problems(config, kwargs.pop("num_devices", 8), **kwargs)
-    assert len(found) == 1, found
-    got_key, message = split(found[0])
-    assert got_key == key, found
-    for phrase in phrases:
-        assert phrase in message, (phrase, found)
-    return message
 
 
 # ------------------------------------------------------------------ valid configs
@@ -133,52 +99,6 @@ def test_batch_must_split_over_processes():
                num_devices=9, num_processes=3)
 
 
-# ------------------------------------------------------------------ model
-
-def test_image_size_must_be_a_multiple_of_the_patch():
-    assert_one(tiny(data__image_size=60), "data.image_size", "60 is not divisible by model.image.patch_size 16",
-               "e.g. 48 or 64")
-
-
-def test_patch_must_be_divisible_by_the_stem_reduction():
-    assert_one(tiny(model__image__patch_size=8, data__image_size=64), "model.image.patch_size",
-               "2**len(model.image.stem) = 16", "shorter stem")
-
-
-def test_stem_must_be_channel_counts():
-    assert_one(tiny(model__image__stem=(16, 0)), "model.image.stem", "conv channel counts")
-
-
-@pytest.mark.parametrize("tower", ["image", "text"])
-def test_width_must_be_divisible_by_heads(tower):
-    assert_one(tiny(**{f"model__{tower}__heads": 5}), f"model.{tower}.heads",
-               f"5 does not divide model.{tower}.width 128", "e.g. 2, 4 or 8")
-
-
-def test_text_width_must_be_divisible_by_text_patch():
-    assert_one(tiny(model__text__patch_size=3), "model.text.patch_size", "3 does not divide model.text.width 128",
-               "e.g. 1, 2 or 4")
-
-
-def test_unknown_dtype():
-    assert_one(tiny(model__dtype="fp16"), "model.dtype", "'bfloat16', 'float32'", "'fp16'")
-
-
-def test_unknown_pool():
-    assert_one(tiny(model__image__pool="cls"), "model.image.pool", "unknown pooling 'cls'", "'mean', 'tok'")
-
-
-def test_unknown_attention():
-    assert_one(tiny(model__attention="flash"), "model.attention", "unknown attention implementation 'flash'",
-               "'dot_product', 'xla'")
-
-
-def test_init_scale_must_be_positive_and_at_most_max_scale():
-    assert_one(tiny(model__init_scale=0.0), "model.init_scale", "must be > 0")
-    assert_one(tiny(model__init_scale=200.0), "model.init_scale", "above model.max_scale 100.0")
-    assert_one(tiny(model__max_scale=-1.0), "model.max_scale", "must be > 0")
-
-
 def test_tokenizer_keys(tmp_path):
     assert_one(tiny(data__tokenizer="sentencepeice"), "data.tokenizer", "unknown tokenizer", "'sentencepiece'")
     assert_one(tiny(data__tokenizer_model="x.model"), "data.tokenizer_model", "is set but data.tokenizer is 'bytes'")
@@ -189,14 +109,6 @@ def test_tokenizer_keys(tmp_path):
     assert_one(tiny(data__tokenizer="sentencepiece", data__data_dir=str(tmp_path)), "data.tokenizer_model",
                f"no SentencePiece model at {default}")
     assert_one(tiny(False, data__lowercase="yes"), "data.lowercase", "is not True or False")
-
-
-def test_freeze_names_a_tower_and_learn_scale_is_a_bool():
-    assert_one(tiny(model__freeze="imgae"), "model.freeze", "unknown tower 'imgae' (did you mean 'image'?)",
-               "use 'image' or 'text'")
-    assert_one(tiny(type_safe=False, model__learn_scale="no"), "model.learn_scale", "'no' is not True or False")
-    for freeze in ("", "image", "text"):
-        assert validate.problems(tiny(model__freeze=freeze, model__learn_scale=False), 8) == []
 
 
 def test_init_from_must_be_a_path():
@@ -394,25 +306,3 @@ def test_zeroshot_datasets_must_be_prepared_labelled_datasets(tmp_path):
 @pytest.mark.parametrize("value", [-1, 40_000])
 def test_malloc_mmap_threshold_must_be_in_glibcs_range(value):
     assert_one(tiny(train__malloc_mmap_threshold_kib=value), "train.malloc_mmap_threshold_kib", str(value))
-
-
-# ------------------------------------------------------------------ released-model options
-
-@pytest.mark.parametrize("key, value, phrase", [
-    ("model__image__act", "relu", "unknown activation 'relu'"),
-    ("model__text__act", "gelu", "unknown activation 'gelu'"),
-    ("model__image__ln_eps", 0.0, "use e.g. 1e-6"),
-    ("model__image__proj", "mlp", "unknown projection 'mlp'"),
-    ("model__image__ln_pre", "yes", "is not True or False"),
-    ("model__image__patch_bias", 1, "is not True or False"),
-    ("model__image__pixel_mean", (0.5, 0.5), "is not 3 numbers"),
-    ("model__image__pixel_std", (0.5, 0.0, 0.5), "each > 0"),
-    ("model__text__pool", "first", "unknown text pooling 'first'"),
-    ("model__text__pool", "last", "reads one token, but model.text.patch_size is 4"),
-    ("model__text__vocab_size", -1, "use 0 for the tokenizer's vocabulary size"),
-    ("model__text__proj", "none", "'none' needs model.text.width 128 to equal model.embed_dim 64"),
-])
-def test_released_model_options_are_checked_one_line_each(key, value, phrase):
-    extra = {"model__embed_dim": 64} if key == "model__text__proj" else {}
-    config = tiny(not key.endswith(("ln_pre", "patch_bias")), **{key: value}, **extra)   # a bool key given a str
-    assert_one(config, key.replace("__", "."), phrase)
