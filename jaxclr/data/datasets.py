@@ -38,6 +38,7 @@ class EmbeddedDataset:
     tasks: dict                 # task name -> class names
     task_labels: Callable       # decoded example -> {task name: class index or -1}
     flip_safe: bool             # does a horizontal flip (with left/right swapped) keep captions true?
+    vocabulary: Callable        # () -> every word of its captions and prompts (data.tokenizer='words')
 
 
 def _shapes_config(data_cfg):
@@ -51,9 +52,11 @@ def _digits_config(data_cfg):
 
 EMBEDDED = {
     'jaxclr_shapes': EmbeddedDataset(shapes.JaxclrShapes, _shapes_config, shapes.TASKS,
-                                     shapes.task_labels, flip_safe=True),
+                                     shapes.task_labels, flip_safe=True,
+                                     vocabulary=shapes.vocabulary),
     'jaxclr_digits': EmbeddedDataset(digits.JaxclrDigits, _digits_config, digits.TASKS,
-                                     digits.task_labels, flip_safe=False),   # a mirrored 7 is no 7
+                                     digits.task_labels, flip_safe=False,   # a mirrored 7 is no 7
+                                     vocabulary=digits.vocabulary),
 }
 
 

@@ -79,6 +79,13 @@ def caption(label: int, index: int) -> str:
     return template.format(word=DIGIT_NAMES[label], n=label)
 
 
+
+def vocabulary() -> tuple[str, ...]:
+    """Every word of every caption (`caption`: each template with each digit's word and numeral), sorted;
+    the zero-shot prompts are the same templates. data.tokenizer='words' reads it."""
+    texts = (t.format(word=name, n=n) for t in CAPTION_TEMPLATES for n, name in enumerate(DIGIT_NAMES))
+    return tuple(sorted({w for t in texts for w in t.split()}))
+
 def task_labels(example: dict) -> dict:
     """Zero-shot labels of one decoded example."""
     return {'digit': int(example['label'])}

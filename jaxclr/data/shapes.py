@@ -65,6 +65,14 @@ _ABOVE_BELOW = [  # {a}: the upper object, {b}: the lower object
 ]
 
 
+
+def vocabulary() -> tuple[str, ...]:
+    """Every word a caption (or a zero-shot prompt) of this dataset can hold, sorted: the words of
+    the caption templates, position phrases, 'a', sizes, colours and shapes ('left' and 'right'
+    both, so a flipped caption is covered). data.tokenizer='words' reads it (jaxclr.data.text.words)."""
+    texts = (*_SINGLE, *_LEFT_RIGHT, *_ABOVE_BELOW, *POSITION_PHRASES, 'a', *SIZES, *COLORS, *SHAPES)
+    return tuple(sorted({w for t in texts for w in t.split() if not w.startswith('{')}))
+
 @dataclasses.dataclass(eq=False)
 class ShapesConfig(tfds.core.BuilderConfig):
     """Size and seed of a jaxclr_shapes build; the config name encodes all four."""

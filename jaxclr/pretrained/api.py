@@ -37,7 +37,7 @@ class Model:
         self._fns = state_lib.embed_fns(spec.graphdef, mesh)
         try:
             self.tokenizer = text.from_config(config.data) if config.data.tokenizer_model or \
-                config.data.tokenizer in ("bytes", "sentencepiece") else None
+                config.data.tokenizer in ("bytes", "words", "sentencepiece") else None
         except text.TokenizerError:
             self.tokenizer = None
         self.image_size, self.max_len = int(config.data.image_size), int(config.data.max_len)

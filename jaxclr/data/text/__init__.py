@@ -2,6 +2,7 @@
 
     tokenizer.py      the special ids, cleaning, the Tokenizer base and the byte-level tokenizer
     sentencepiece.py  SentencePiece models with the same special ids (+ unk); a released SigLIP's model
+    words.py          word-level: one id per word of a vocabulary (an embedded dataset's own, or a file)
     clip_bpe.py       a released CLIP's byte-level BPE (tokenizer.json or vocab.json + merges.txt); needs the
                       `tokenizers` package, imported only when data.tokenizer = 'clip_bpe'
     train.py          `python -m jaxclr.data.train_tokenizer`: a SentencePiece model from a dataset's captions
@@ -10,15 +11,18 @@
 from __future__ import annotations
 
 from jaxclr.data.text import sentencepiece as sp
+from jaxclr.data.text import words
 from jaxclr.data.text.tokenizer import ByteTokenizer, Tokenizer, TokenizerError
 
-TOKENIZERS = ('bytes', 'sentencepiece', 'clip_bpe', 'siglip')   # the values of data.tokenizer
+TOKENIZERS = ('bytes', 'words', 'sentencepiece', 'clip_bpe', 'siglip')   # the values of data.tokenizer
 
 
 def from_config(data_cfg) -> Tokenizer:
     """The tokenizer of `config.data`: data.tokenizer, data.tokenizer_model and data.lowercase.
 
         'bytes'          UTF-8 bytes; data.tokenizer_model must be ''
+        'words'          one id per word: data.tokenizer_model is a file of one word per line, or ''
+                         for an embedded dataset's own vocabulary (`words.vocabulary_of`)
         'sentencepiece'  a jaxclr SentencePiece .model ('' = the default path beside the dataset,
                          see `sentencepiece.default_model_path`)
         'clip_bpe'       a released CLIP's tokenizer (required): a directory with tokenizer.json or
@@ -40,6 +44,8 @@ def from_config(data_cfg) -> Tokenizer:
             raise TokenizerError('data.tokenizer_model', f'{model!r} is set but data.tokenizer is \'bytes\'; set '
                                  'data.tokenizer=\'sentencepiece\' to use it, or clear data.tokenizer_model')
         return ByteTokenizer(lowercase)
+    if kind == 'words':
+        return words.WordTokenizer(words.vocabulary_of(data_cfg), lowercase)
     if kind == 'sentencepiece':
         return sp.SentencePieceTokenizer(model or sp.default_model_path(data_cfg), lowercase)
     if kind == 'clip_bpe':
