@@ -1,18 +1,20 @@
-"""Host memory: a fixed glibc mmap threshold, so that checkpoint saves do not ratchet up RSS.
+"""Host memory: glibc's mmap threshold, left dynamic (the default) or fixed by train.malloc_mmap_threshold_kib.
 
 glibc's malloc serves a request of at least the *mmap threshold* (128 KiB at start) with its
 own mmap, returned to the system at `free`; smaller ones come from heaps ("arenas", up to
 8 per core, one per thread that needs it). By default the threshold is dynamic: freeing an
 mmapped block raises it to that block's size (up to 32 MiB), so later blocks of that size
-come from the arenas instead, where freed space fragments and stays resident. An orbax save
-copies every array to host buffers and writes them from tensorstore's threads, so with the
-dynamic threshold RSS ratchets up in jumps of several MiB over many saves. Setting the
-threshold explicitly (`mallopt(M_MMAP_THRESHOLD)`) turns the dynamic adjustment off. The
-measured growth with and without it, and its cost in wall time, are in docs/reliability.md
-("Host memory").
+come from the arenas instead. The train step's large buffers (up to ~10 MiB each, every step)
+then stay in the heaps and are reused without new page faults. An orbax save made on the train
+loop's threads put its buffers in the holes those step buffers leave, fragmenting the heaps, and
+RSS ratcheted up over many saves; a save is now made on a thread of its own, with its own arena
+(jaxclr.trainer.checkpoint, "Host memory"), which keeps RSS flat with the dynamic threshold.
 
-`train.malloc_mmap_threshold_kib` sets it at the start of training (0: leave glibc as it
-is). Elsewhere than glibc (macOS, musl) nothing is done.
+Fixing the threshold (`mallopt(M_MMAP_THRESHOLD)`, which turns the dynamic adjustment off) was the
+earlier remedy: it keeps large blocks out of the heaps altogether, but every step then maps, faults
+in and unmaps its buffers again, which cost 12-17% of the wall time. `train.malloc_mmap_threshold_kib`
+(default 0: leave glibc as it is) still sets it at the start of training. The measurements are in
+docs/reliability.md ("Host memory"). Elsewhere than glibc (macOS, musl) nothing is done.
 """
 from __future__ import annotations
 

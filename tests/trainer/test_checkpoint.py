@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +100,25 @@ def test_interval_force_and_keep(tmp_path, mesh):
     assert_tree_equal(ckpt.restore(abstract_like(state9, shardings), step=9), state9)
     assert_tree_equal(ckpt.restore(abstract_like(state9, shardings)), make_state(mesh, 10))
     ckpt.close()
+
+
+def test_a_save_is_made_on_one_saver_thread_of_its_own(tmp_path, mesh, monkeypatch):
+    """Checksums and the host copies run on one long-lived thread (its own malloc arena: module
+    docstring, "Host memory"), never the caller's; a failure there reaches the caller."""
+    seen = []
+    real = checkpoint.checksums.state_checksums
+    monkeypatch.setattr(checkpoint.checksums, "state_checksums",
+                        lambda state: seen.append(threading.current_thread()) or real(state))
+    with Checkpointer(tmp_path / "ckpt", every_steps=1, keep=2) as ckpt:
+        manager_save = ckpt._manager.save
+        ckpt._manager.save = lambda *a, **k: seen.append(threading.current_thread()) or manager_save(*a, **k)
+        assert ckpt.save(1, make_state(mesh, 1)) and ckpt.save(2, make_state(mesh, 2))
+        assert not ckpt.save(2, make_state(mesh, 2))   # already saved: decided on the caller's thread
+        ckpt._manager.save = lambda *a, **k: 1 / 0
+        with pytest.raises(ZeroDivisionError):
+            ckpt.save(3, make_state(mesh, 3))
+    assert len(seen) == 5 and len(set(seen)) == 1   # 2 saves x (checksums, orbax), then the failing one's checksums
+    assert seen[0].name.startswith(checkpoint.SAVER_THREAD) and seen[0] is not threading.current_thread()
 
 
 def test_unfinished_step_directory_is_ignored(tmp_path, mesh):

@@ -8,10 +8,12 @@ first checkpoints and the first removal of an old one done) the least-squares sl
 over steps must stay under 1 MiB per 100 steps.
 
 It caught the geometry evaluator compiling its uniformity terms again at every eval (~3 MiB
-per call, ~23 MiB per 100 steps here), and glibc's dynamic mmap threshold letting orbax
-saves ratchet RSS up in jumps of several MiB (three runs of this test: slopes 0.97, 0.61 and
-0.66), which `train.malloc_mmap_threshold_kib` (jaxclr.trainer.host_memory) fixes (0.34, 0.46, 0.34);
-the knob test below shows what that setting changes.
+per call, ~23 MiB per 100 steps here), and orbax saves made on the train loop's thread
+fragmenting the heaps that the step's buffers use under glibc's dynamic mmap threshold (slopes
+up to 2.1). Saves now run on a thread of their own (jaxclr.trainer.checkpoint, "Host memory"),
+and the test runs the default config (glibc's dynamic threshold); runs are in docs/reliability.md.
+The knob test below shows what `train.malloc_mmap_threshold_kib` (jaxclr.trainer.host_memory)
+changes.
 """
 import json
 import os
