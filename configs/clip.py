@@ -96,10 +96,12 @@ def get_config(arg="tiny"):
     # Tokens incl. BOS/EOS (the longest shapes caption is 73 bytes). One value shared with
     # model.text.max_len: overriding either one changes both.
     c.data.max_len = ml_collections.FieldReference(80)
-    # 'bytes' (UTF-8 byte + 3, 259 ids) or 'sentencepiece' (python -m jaxclr.data.train_tokenizer);
-    # the text tower's vocabulary is the tokenizer's (jaxclr.data.text.tokenizer).
+    # 'bytes' (UTF-8 byte + 3, 259 ids), 'words' (one id per word: configs/default.py) or 'sentencepiece'
+    # (python -m jaxclr.data.train_tokenizer); the text tower's vocabulary is the tokenizer's (jaxclr.data.text).
     c.data.tokenizer = "bytes"
-    c.data.tokenizer_model = ""     # sentencepiece .model; '' -> <data dir>/<data.name>/tokenizer/sentencepiece.model
+    # sentencepiece .model ('' -> <data dir>/<data.name>/tokenizer/sentencepiece.model); words: a file of
+    # one word per line ('' -> the embedded dataset's own vocabulary)
+    c.data.tokenizer_model = ""
     c.data.lowercase = False        # lower-case captions and prompts (after NFKC + whitespace collapse)
     c.data.train_split = "train"
     c.data.eval_split = "test"      # embedded datasets: 'validation' (carved from train) to tune, 'test' to report

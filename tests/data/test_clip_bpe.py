@@ -192,7 +192,7 @@ def test_from_config_builds_and_explains(tmp_path):
             from_config(data_cfg(tokenizer="clip_bpe", tokenizer_model=model))
         assert e.value.key == "data.tokenizer_model" and message in str(e.value) and "\n" not in str(e.value)
         assert "set data.tokenizer_model to a released CLIP tokenizer" in str(e.value)
-    with pytest.raises(tokenizer.TokenizerError, match="'bytes', 'sentencepiece', 'clip_bpe', 'siglip'"):
+    with pytest.raises(tokenizer.TokenizerError, match="'bytes', 'words', 'sentencepiece', 'clip_bpe', 'siglip'"):
         from_config(data_cfg(tokenizer="gpt2"))
 
 
