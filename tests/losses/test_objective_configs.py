@@ -7,6 +7,7 @@ import pytest
 
 from jaxclr import config as configlib
 from jaxclr import parallel
+from jaxclr.data import text
 from jaxclr.losses import objective
 from jaxclr.trainer import state as state_lib
 from jaxclr.trainer import step as step_lib
@@ -27,8 +28,9 @@ def test_config_trains_and_logs_every_term(path):
     c.loss.block_size = 3
     mesh = parallel.make_mesh(c.mesh)
     rng = np.random.default_rng(0)
+    vocab = text.from_config(c.data).vocab_size   # ids the config's tokenizer can give
     batch = parallel.global_batch({"image": rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8),
-                                   "text": rng.integers(3, 200, (32, 16)).astype(np.int32)}, mesh)
+                                   "text": rng.integers(3, vocab, (32, 16)).astype(np.int32)}, mesh)
     with jax.set_mesh(mesh):
         spec, state = state_lib.create(c, mesh)
         train_step = step_lib.make_train_step(c, spec, mesh)

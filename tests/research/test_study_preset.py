@@ -8,6 +8,7 @@ import pytest
 
 from jaxclr import config as configlib
 from jaxclr import parallel
+from jaxclr.data import text
 from jaxclr.losses import objective
 from jaxclr.trainer import state as state_lib
 from jaxclr.trainer import step as step_lib
@@ -31,8 +32,9 @@ def test_study_preset_trains_two_steps(path):
     mesh = parallel.make_mesh(c.mesh)
     rng = np.random.default_rng(0)
     size, length = c.data.image_size, c.data.max_len
+    vocab = text.from_config(c.data).vocab_size   # ids the config's tokenizer can give
     batch = parallel.global_batch({"image": rng.integers(0, 255, (16, size, size, 3), dtype=np.uint8),
-                                   "text": rng.integers(3, 200, (16, length)).astype(np.int32)}, mesh)
+                                   "text": rng.integers(3, vocab, (16, length)).astype(np.int32)}, mesh)
     with jax.set_mesh(mesh):
         spec, state = state_lib.create(c, mesh)
         train_step = step_lib.make_train_step(c, spec, mesh)
