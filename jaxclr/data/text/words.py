@@ -18,6 +18,7 @@ writes an unknown word as '<unk>'.
 """
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,8 +64,8 @@ class WordTokenizer(Tokenizer):
         bad = [w for w in words if not w or w != w.strip() or ' ' in w]
         if bad:
             raise TokenizerError('data.tokenizer_model', f'vocabulary entries must be single words, got {bad[:3]}')
-        if len(set(words)) != len(words):
-            repeated = sorted({w for w in words if list(words).count(w) > 1})
+        repeated = sorted(w for w, n in collections.Counter(words).items() if n > 1)
+        if repeated:
             raise TokenizerError('data.tokenizer_model', f'the vocabulary repeats {repeated[:3]}; list each word once')
         self.words = tuple(words)
         self._ids = {w: i + FIRST_WORD for i, w in enumerate(self.words)}
