@@ -41,7 +41,7 @@ def vocabulary_of(data_cfg) -> tuple[str, ...]:
     path = data_cfg.tokenizer_model
     if not path:
         spec = datasets.EMBEDDED.get(str(data_cfg.name))
-        if spec is None or spec.vocabulary is None:
+        if spec is None:   # every embedded dataset declares its vocabulary
             raise TokenizerError('data.tokenizer_model', f'is empty and {data_cfg.name!r} has no built-in '
                                  f'vocabulary (embedded datasets: {", ".join(datasets.EMBEDDED)}); {_file_hint()}')
         return spec.vocabulary()
