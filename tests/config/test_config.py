@@ -32,6 +32,19 @@ def test_max_len_has_one_source():
         assert config.to_dict()["model"]["text"]["max_len"] == 96
 
 
+def test_make_trains_config_is_the_tiny_preset_with_its_documented_changes():
+    """configs/default.py (what `make train` runs) differs from configs/clip.py:tiny by exactly the keys
+    its docstring names: word tokens read one a position, and the sharper initial logit scale."""
+    from jaxclr.config.load import flatten
+    default = flatten(configlib.load("configs/default.py").to_dict())
+    tiny = flatten(configlib.load("configs/clip.py:tiny").to_dict())
+    assert default.keys() == tiny.keys()
+    changed = {k: (tiny[k], default[k]) for k in default if default[k] != tiny[k]}
+    assert changed == {"data.tokenizer": ("bytes", "words"), "data.max_len": (80, 16),
+                       "model.text.max_len": (80, 16), "model.text.patch_size": (4, 1),
+                       "model.init_scale": (1 / 0.07, 100.0)}
+
+
 def test_unknown_preset_is_an_error():
     with pytest.raises(ValueError, match="unknown preset"):
         configlib.load("configs/clip.py:huge")
