@@ -11,7 +11,10 @@ It caught the geometry evaluator compiling its uniformity terms again at every e
 per call, ~23 MiB per 100 steps here), and orbax saves made on the train loop's thread
 fragmenting the heaps that the step's buffers use under glibc's dynamic mmap threshold (slopes
 up to 2.1). Saves now run on a thread of their own (jaxclr.trainer.checkpoint, "Host memory"),
-and the test runs the default config (glibc's dynamic threshold); runs are in docs/reliability.md.
+and the test runs the default config (glibc's dynamic threshold). It then failed in CI at 1.15:
+orbax's per-save read of tensorstore's byte counters leaked ~24 small lists a save, which pinned
+heap pages of orbax's worker threads; jaxclr.trainer.checkpoint skips that read. Runs are in
+docs/reliability.md ("Host memory").
 The knob test below shows what `train.malloc_mmap_threshold_kib` (jaxclr.trainer.host_memory)
 changes.
 """
