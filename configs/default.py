@@ -1,5 +1,5 @@
 """The default run (what `make train` runs): CLIP, the tiny preset, on the embedded shapes dataset,
-with word-level captions and a sharper initial logit scale.
+with word-level captions, a sharper initial logit scale, one text block and 5,000 steps.
 
 data.tokenizer='words' gives every word of a caption one token from the dataset's own vocabulary
 (jaxclr/data/text/words.py), read one token a position (model.text.patch_size=1). The tiny preset
@@ -19,4 +19,9 @@ def get_config(arg="tiny"):
     # colour, size and place) differ by shape, the attribute the model learns last
     # (experiments/tiny_recipe/README.md, "Logit scale").
     c.model.init_scale = 100.0
+    # Word captions need one text block (a screen: shape and Recall@1 level with three blocks, the run
+    # 1.3x faster), and the time saved buys 5,000 steps instead of 4,000: shape is learned last, by
+    # the steps (experiments/tiny_recipe/README.md, "Text depth and steps").
+    c.model.text.depth = 1
+    c.train.total_steps = 5_000
     return c

@@ -34,7 +34,8 @@ def test_max_len_has_one_source():
 
 def test_make_trains_config_is_the_tiny_preset_with_its_documented_changes():
     """configs/default.py (what `make train` runs) differs from configs/clip.py:tiny by exactly the keys
-    its docstring names: word tokens read one a position, and the sharper initial logit scale."""
+    its docstring names: word tokens read one a position, the sharper initial logit scale, one text
+    block and 5,000 steps."""
     from jaxclr.config.load import flatten
     default = flatten(configlib.load("configs/default.py").to_dict())
     tiny = flatten(configlib.load("configs/clip.py:tiny").to_dict())
@@ -42,7 +43,8 @@ def test_make_trains_config_is_the_tiny_preset_with_its_documented_changes():
     changed = {k: (tiny[k], default[k]) for k in default if default[k] != tiny[k]}
     assert changed == {"data.tokenizer": ("bytes", "words"), "data.max_len": (80, 16),
                        "model.text.max_len": (80, 16), "model.text.patch_size": (4, 1),
-                       "model.init_scale": (1 / 0.07, 100.0)}
+                       "model.init_scale": (1 / 0.07, 100.0), "model.text.depth": (3, 1),
+                       "train.total_steps": (4_000, 5_000)}
 
 
 def test_unknown_preset_is_an_error():
