@@ -191,6 +191,29 @@ class SafeSource:
             self.stats.bad_record(index, e)
             return None
 
+    def read_many(self, indices) -> list:
+        """`[self[i] for i in indices]`, read in one call of the source's `__getitems__` where it has
+        one: TFDS's ArrayRecord sources then read all the records in one pass (measured on this
+        machine: ~10 us a record, against ~300 us for a record read alone). A read that fails as a
+        whole is redone record by record, so each bad record is still skipped and counted alone."""
+        indices = [int(i) for i in indices]
+        read_all = getattr(self._source, '__getitems__', None)
+        if read_all is None or not indices:
+            return [self[i] for i in indices]
+        try:
+            records = read_all(indices)
+        except Exception:  # noqa: BLE001 - a bad record among them: read one at a time
+            return [self[i] for i in indices]
+        out = []
+        for index, record in zip(indices, records, strict=True):
+            self.stats.saw_record()
+            try:
+                out.append(self._standardize(record))
+            except Exception as e:  # noqa: BLE001 - as in __getitem__
+                self.stats.bad_record(index, e)
+                out.append(None)
+        return out
+
 
 class TrainTransform(grain.RandomMapTransform):
     """One caption drawn from the example's captions (if several), random flip (image +
@@ -260,26 +283,40 @@ class GlobalOrder:
     def __call__(self, position: int) -> dict:
         """The transformed example at global position `position`; it carries the number of bad
         records passed over to reach it (SKIPPED_FIELD)."""
-        key = self.record_key(position)
-        for j in range(self.num_records):
-            record = self.source[(key + j) % self.num_records]
-            if record is not None:
-                break
-        else:
-            raise RuntimeError(f'no readable record in the train split ({self.num_records} tried)')
-        rng = np.random.Generator(np.random.Philox(key=[self.seed, int(position)]))
-        return {**self.transform.random_map(record, rng), SKIPPED_FIELD: np.int32(j)}
+        return self.examples([position])[0]
+
+    def examples(self, positions) -> list[dict]:
+        """`[self(p) for p in positions]`, with the first try of every position read in one call
+        (`SafeSource.read_many`); only a bad record's replacements are read one by one."""
+        keys = [self.record_key(p) for p in positions]
+        records = self.source.read_many(keys)
+        out = []
+        for position, key, record in zip(positions, keys, records):
+            j = 0
+            while record is None:
+                j += 1
+                if j == self.num_records:
+                    raise RuntimeError(f'no readable record in the train split ({self.num_records} tried)')
+                record = self.source[(key + j) % self.num_records]
+            rng = np.random.Generator(np.random.Philox(key=[self.seed, int(position)]))
+            out.append({**self.transform.random_map(record, rng), SKIPPED_FIELD: np.int32(j)})
+        return out
+
+    def batch(self, positions) -> dict:
+        """The examples at `positions`, stacked: {'image': [n, S, S, 3], 'text': [n, L], and the
+        per-example counts SKIPPED_FIELD and TRUNCATED_FIELD: [n]}."""
+        examples = self.examples(positions)
+        return {k: np.stack([x[k] for x in examples]) for k in examples[0]}
 
 
-class _LocalRows:
-    """Local example k of this process -> global position (k // b) B + rows[k % b]."""
+class _LocalBatch:
+    """Local batch i of this process -> the examples at global positions (start + i) B + rows."""
 
     def __init__(self, order: GlobalOrder, rows: np.ndarray, global_batch_size: int):
         self.order, self.rows, self.global_batch_size = order, rows, global_batch_size
 
-    def __call__(self, k: int) -> dict:
-        step, j = divmod(int(k), len(self.rows))
-        return self.order(step * self.global_batch_size + int(self.rows[j]))
+    def __call__(self, step: int) -> dict:
+        return self.order.batch(int(step) * self.global_batch_size + self.rows)
 
 
 def train_order(config) -> GlobalOrder:
@@ -336,8 +373,8 @@ def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0
             or rows[-1] >= global_batch_size:
         raise ValueError(f'rows must be increasing global batch rows in [0, {global_batch_size}), got {rows}')
     order = train_order(config)
-    local = len(rows)
-    examples = grain.MapDataset.range(int(start_step) * local, 2**62).map(_LocalRows(order, rows, global_batch_size))
+    # One element a batch: its records are read in one call (GlobalOrder.batch).
+    steps = grain.MapDataset.range(int(start_step), 2**62).map(_LocalBatch(order, rows, global_batch_size))
     if data_cfg.worker_count and not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()   # grain's worker processes read absl flags (defaults)
     # Decoding is Python (GIL-bound): grain's default of 16 reader threads per process only adds
@@ -347,8 +384,8 @@ def train_batches(config, global_batch_size: int, rows=None, start_step: int = 0
     # next()), and with workers also by each worker process.
     prefetch = int(data_cfg.prefetch)
     read = grain.ReadOptions(num_threads=min(4, os.cpu_count() or 1) if prefetch else 0,
-                             prefetch_buffer_size=prefetch * local)
-    batches = examples.to_iter_dataset(read).batch(local, drop_remainder=True)
+                             prefetch_buffer_size=prefetch)
+    batches = steps.to_iter_dataset(read)
     if data_cfg.worker_count:
         batches = batches.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=int(data_cfg.worker_count), per_worker_buffer_size=max(1, prefetch)))

@@ -119,7 +119,10 @@ def test_prefetch_reads_that_many_batches_ahead(data_dir):
     assert 8 < records_read_after_first_batch(make_config(data_dir, prefetch=2)) <= 8 + 2 * 8 + 8
 
 
-def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):
+@pytest.mark.parametrize('batched', [False, True])
+def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch, batched):
+    """batched: the source reads many records in one call (`__getitems__`, as TFDS's do), which
+    fails as a whole when one of them cannot be read: the same batches and counts either way."""
     good = all_examples(make_config(data_dir), 'train')[:12]
 
     class Broken:   # 12 good records and 4 bad ones
@@ -137,7 +140,14 @@ def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):
                 return dict(good[0], image=np.zeros((32, 32, 3), np.float32))
             return dict(good[0], caption=b'\xff\xfe')   # not utf-8
 
-    monkeypatch.setattr(datasets, 'data_source', lambda data_cfg, split: Broken())
+    class BrokenBatched(Broken):
+        calls = 0
+
+        def __getitems__(self, indices):
+            BrokenBatched.calls += 1
+            return [self[i] for i in indices]   # raises at record 12
+
+    monkeypatch.setattr(datasets, 'data_source', lambda data_cfg, split: BrokenBatched() if batched else Broken())
     split = eval_stream.eval_split(make_config(data_dir))
     got = list(split.batches(5))   # the eval split skips them
     assert [len(b['image']) for b in got] == [5, 5, 2] and split.stats.skipped == 4
@@ -162,3 +172,4 @@ def test_bad_records_are_skipped_and_counted(data_dir, monkeypatch):
     keys = [order.record_key(p) for p in range(48)]
     assert whole_it.stats == {"seen": 48 + sum(16 - k for k in keys if k >= 12),
                               "skipped": sum(16 - k for k in keys if k >= 12), "truncated_captions": 0}
+    assert (BrokenBatched.calls > 0) == batched
