@@ -11,9 +11,9 @@ NOT equivalent for contrastive losses: each micro-batch would see fewer
 negatives.)
 
 Non-finite guard: when the loss, any gradient or the updated params / optimiser state are not
-all finite, the step keeps the old params and optimiser state (an exact `jnp.where` over the
-whole tree, so nothing non-finite is ever written, not even in part) and counts the step as
-skipped in the state (`skipped`, `skips_in_a_row`, `max_skips_in_a_row`). The step counter
+all finite, the step keeps the old params and optimiser state (one `jax.lax.cond` between the
+old and the new trees whole, so nothing non-finite is ever written, not even in part) and counts
+the step as skipped in the state (`skipped`, `skips_in_a_row`, `max_skips_in_a_row`). The step counter
 still advances: the skipped step's batch is consumed and its step number (which seeds the step's
 RNG) is used up, so data order and RNG stay tied to the step. The optimiser's own count does not
 advance (its state is kept whole), so the lr schedule and Adam's bias correction count applied
@@ -154,8 +154,10 @@ def make_train_step(config, spec, mesh):
         bad = {"loss": ~jnp.isfinite(total), **{f"loss/{k}": ~jnp.isfinite(v) for k, v in terms.items()},
                "grads": ~all_finite(grads), "update": ~all_finite((new_params, new_opt_state))}
         ok = ~functools.reduce(jnp.logical_or, bad.values())
-        params, opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
-                                         (new_params, new_opt_state), (params, opt_state))
+        # A cond, not a select per leaf: XLA copies the scalar chain that computes `ok` into every
+        # leaf's select fusion (24,000 scalar ops in the tiny step), which made compiles 1.5-2.5x
+        # longer; the compiled memory is the same (docs/performance.md, "Compile time").
+        params, opt_state = jax.lax.cond(ok, lambda: (new_params, new_opt_state), lambda: (params, opt_state))
         skip = (~ok).astype(jnp.int32)
         in_a_row = jnp.where(ok, 0, state["skips_in_a_row"] + 1)
         counters = {"skipped": state["skipped"] + skip, "skips_in_a_row": in_a_row,
