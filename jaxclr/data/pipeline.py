@@ -310,7 +310,8 @@ class GlobalOrder:
 
 
 class _LocalBatch:
-    """Local batch i of this process -> the examples at global positions (start + i) B + rows."""
+    """Step index t (0-based: the batch of step t + 1) -> this process's rows of it, the examples
+    at global positions t B + rows."""
 
     def __init__(self, order: GlobalOrder, rows: np.ndarray, global_batch_size: int):
         self.order, self.rows, self.global_batch_size = order, rows, global_batch_size

@@ -154,9 +154,10 @@ def make_train_step(config, spec, mesh):
         bad = {"loss": ~jnp.isfinite(total), **{f"loss/{k}": ~jnp.isfinite(v) for k, v in terms.items()},
                "grads": ~all_finite(grads), "update": ~all_finite((new_params, new_opt_state))}
         ok = ~functools.reduce(jnp.logical_or, bad.values())
-        # A cond, not a select per leaf: XLA copies the scalar chain that computes `ok` into every
-        # leaf's select fusion (24,000 scalar ops in the tiny step), which made compiles 1.5-2.5x
-        # longer; the compiled memory is the same (docs/performance.md, "Compile time").
+        # A cond, not a select per leaf: XLA:CPU copied the scalar chain that computes `ok` into
+        # every leaf's select fusion (24,000 scalar ops in the tiny step), which made its compiles
+        # 1.3-3.3x longer. XLA:CPU's memory is the same, XLA:TPU's temp 0.5% more
+        # (docs/performance.md, "Compile time").
         params, opt_state = jax.lax.cond(ok, lambda: (new_params, new_opt_state), lambda: (params, opt_state))
         skip = (~ok).astype(jnp.int32)
         in_a_row = jnp.where(ok, 0, state["skips_in_a_row"] + 1)
