@@ -184,12 +184,7 @@ class SafeSource:
         return f'SafeSource({name}, split={split}, image_size={self._standardize.image_size})'
 
     def __getitem__(self, index):
-        self.stats.saw_record()
-        try:
-            return self._standardize(self._source[index])
-        except Exception as e:  # noqa: BLE001 - any undecodable record is skipped, not fatal
-            self.stats.bad_record(index, e)
-            return None
+        return self._standardized(index, lambda: self._source[index])
 
     def read_many(self, indices) -> list:
         """`[self[i] for i in indices]`, read in one call of the source's `__getitems__` where it has
@@ -198,21 +193,23 @@ class SafeSource:
         whole is redone record by record, so each bad record is still skipped and counted alone."""
         indices = [int(i) for i in indices]
         read_all = getattr(self._source, '__getitems__', None)
-        if read_all is None or not indices:
-            return [self[i] for i in indices]
         try:
-            records = read_all(indices)
+            records = read_all(indices) if read_all is not None else None
         except Exception:  # noqa: BLE001 - a bad record among them: read one at a time
+            records = None
+        if records is None:
             return [self[i] for i in indices]
-        out = []
-        for index, record in zip(indices, records, strict=True):
-            self.stats.saw_record()
-            try:
-                out.append(self._standardize(record))
-            except Exception as e:  # noqa: BLE001 - as in __getitem__
-                self.stats.bad_record(index, e)
-                out.append(None)
-        return out
+        return [self._standardized(i, lambda r=r: r) for i, r in zip(indices, records, strict=True)]
+
+    def _standardized(self, index, read):
+        """The standardised record `read()` gives, counted as seen; None (counted as skipped) when
+        reading or standardising it fails: any undecodable record is skipped, not fatal."""
+        self.stats.saw_record()
+        try:
+            return self._standardize(read())
+        except Exception as e:  # noqa: BLE001
+            self.stats.bad_record(index, e)
+            return None
 
 
 class TrainTransform(grain.RandomMapTransform):
